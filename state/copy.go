@@ -1,0 +1,48 @@
+package state
+
+import "maps"
+
+// Copy returns a deep copy of n, to change and Put.
+func (n *Network) Copy() *Network {
+	if n == nil {
+		return nil
+	}
+	c := *n
+	if n.IPv4 != nil {
+		s := *n.IPv4
+		c.IPv4 = &s
+	}
+	if n.IPv6 != nil {
+		s := *n.IPv6
+		c.IPv6 = &s
+	}
+	c.Options = maps.Clone(n.Options)
+	return &c
+}
+
+// Copy returns a copy of e, to change and Put.
+func (e *Endpoint) Copy() *Endpoint {
+	if e == nil {
+		return nil
+	}
+	c := *e
+	return &c
+}
+
+// Copy returns a copy of p, to change and Put.
+func (p *Pool) Copy() *Pool {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	return &c
+}
+
+// Copy returns a copy of a, to change and Put.
+func (a *Address) Copy() *Address {
+	if a == nil {
+		return nil
+	}
+	c := *a
+	return &c
+}

@@ -1,0 +1,77 @@
+package state
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Objects stored in the database. They are never mutated after insert:
+// copy, change the copy, insert the copy.
+
+// Network is a Docker network served by the membrane driver.
+type Network struct {
+	ID      string            // Docker's network ID
+	Index   uint32            // datapath network number, unique among live networks, > 0
+	IPv4    *Subnet           // nil when the network has no IPv4
+	IPv6    *Subnet           // nil when the network has no IPv6
+	MTU     int               // 0 means the host default
+	Options map[string]string // driver options as Docker passed them
+	Created time.Time
+}
+
+// Subnet is one address family's subnet of a network.
+type Subnet struct {
+	Pool    netip.Prefix
+	Gateway netip.Addr // may be invalid when Docker gave none
+}
+
+// Endpoint is one container interface on a network.
+type Endpoint struct {
+	ID         string // Docker's endpoint ID
+	NetworkID  string
+	HostIfName string       // host side of the veth pair
+	PeerIfName string       // container side, before Docker moves it into the sandbox
+	MAC        string       // container-side MAC, canonical lower-case form
+	IPv4       netip.Prefix // zero when none
+	IPv6       netip.Prefix // zero when none
+	SandboxKey string       // set by Join, cleared by Leave
+	Created    time.Time
+}
+
+// Pool is an address pool handed to Docker by the IPAM driver.
+type Pool struct {
+	ID           string // returned to Docker as PoolID
+	AddressSpace string
+	Prefix       netip.Prefix
+	Range        netip.Prefix // sub-pool addresses are allocated from; equals Prefix when none was asked for
+	V6           bool
+	RequestKey   string     // canonical form of the request, for idempotent RequestPool
+	Next         netip.Addr // allocation cursor: the search for a free address starts here
+	Created      time.Time
+}
+
+// Address is one allocated address inside a pool.
+type Address struct {
+	Key    string // PoolID + "|" + Addr, the primary key
+	PoolID string
+	Addr   netip.Addr
+	Kind   string // AddressKindGateway, AddressKindAux or AddressKindEndpoint
+}
+
+// Address kinds.
+const (
+	AddressKindGateway  = "gateway"
+	AddressKindAux      = "aux"
+	AddressKindEndpoint = "endpoint"
+)
+
+// Meta is a host-wide key/value setting (the generated ULA prefix, for one).
+type Meta struct {
+	Key   string
+	Value string
+}
+
+// AddressKey returns the primary key of an address row.
+func AddressKey(poolID string, addr netip.Addr) string {
+	return poolID + "|" + addr.String()
+}
