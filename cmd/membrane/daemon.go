@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/membrane-net/membrane/plugin"
+)
+
+// envPrefix: every daemon flag --some-flag can also be set as
+// MEMBRANE_SOME_FLAG, which is how a managed plugin is configured.
+const envPrefix = "MEMBRANE_"
+
+func runDaemon(ctx context.Context, args []string) error {
+	fs := pflag.NewFlagSet("membrane daemon", pflag.ContinueOnError)
+	var (
+		cfg       plugin.Config
+		ipv4Range string
+		logLevel  string
+	)
+	fs.StringVar(&cfg.PluginName, "plugin-name", "membrane", "Docker driver name; the socket is PLUGIN-DIR/PLUGIN-NAME.sock")
+	fs.StringVar(&cfg.PluginDir, "plugin-dir", "/run/docker/plugins", "directory where Docker discovers plugin sockets")
+	fs.StringVar(&cfg.APISocket, "api-socket", "/run/membrane/membrane.sock", "management API socket (root only)")
+	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/membrane", "directory for state checkpoints")
+	fs.StringVar(&cfg.BPFDir, "bpf-dir", "/sys/fs/bpf/membrane", "directory for BPF map and link pins")
+	fs.StringVar(&cfg.DockerHost, "docker-host", "unix:///var/run/docker.sock", "Docker API address, used to collect endpoints of vanished containers")
+	fs.StringVar(&cfg.HostDevice, "host-device", "membrane0", "host interface (a veth pair) that holds the networks' gateway addresses")
+	fs.StringVar(&ipv4Range, "ipv4-range", "10.210.0.0/16", "range dynamic IPv4 pools are carved from")
+	fs.DurationVar(&cfg.StaleGrace, "stale-grace", 2*time.Minute, "age after which an endpoint Docker does not list is removed")
+	fs.DurationVar(&cfg.Resync, "resync", time.Minute, "interval between comparisons of state with Docker")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if err := parseWithEnv(fs, args); err != nil {
+		return err
+	}
+	var err error
+	if cfg.IPv4Range, err = netip.ParsePrefix(ipv4Range); err != nil || !cfg.IPv4Range.Addr().Is4() {
+		return fmt.Errorf("--ipv4-range %q: want an IPv4 prefix such as 10.210.0.0/16", ipv4Range)
+	}
+	cfg.IPv4Range = cfg.IPv4Range.Masked()
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	return plugin.Run(ctx, cfg, log)
+}
+
+// parseWithEnv applies MEMBRANE_* environment variables as defaults, then
+// parses the command line, which wins.
+func parseWithEnv(fs *pflag.FlagSet, args []string) error {
+	var envErr error
+	fs.VisitAll(func(f *pflag.Flag) {
+		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok && v != "" && envErr == nil {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("environment %s=%q: %w", name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return envErr
+	}
+	return fs.Parse(args)
+}

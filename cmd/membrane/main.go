@@ -1,0 +1,55 @@
+// Command membrane is the membrane Docker network plugin daemon and its CLI.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `membrane: a Docker network plugin with an eBPF datapath
+
+Usage:
+  membrane daemon [flags]        run the plugin (Docker's network and IPAM driver)
+  membrane status [-o json]      show the daemon's state and datapath counters
+  membrane endpoint list [-o json]
+                                 list endpoints
+  membrane help                  show this help
+
+Run "membrane COMMAND --help" for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:]))
+}
+
+func run(ctx context.Context, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "daemon":
+		err = runDaemon(ctx, args[1:])
+	case "status":
+		err = runStatus(ctx, args[1:])
+	case "endpoint":
+		err = runEndpoint(ctx, args[1:])
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "membrane: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "membrane %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}

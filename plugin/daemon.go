@@ -1,0 +1,212 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/membrane-net/membrane/datapath"
+	"github.com/membrane-net/membrane/driver"
+	ipamalloc "github.com/membrane-net/membrane/ipam"
+	"github.com/membrane-net/membrane/state"
+)
+
+// Config is everything `membrane daemon` can be told.
+type Config struct {
+	PluginName string        // Docker driver name; the socket is PluginDir/PluginName.sock
+	PluginDir  string        // where Docker discovers socket plugins
+	APISocket  string        // the management API socket
+	StateDir   string        // state checkpoints
+	BPFDir     string        // BPF pins
+	DockerHost string        // Docker's API, for reconciliation only
+	HostDevice string        // host interface holding the gateways
+	IPv4Range  netip.Prefix  // where dynamic IPv4 pools come from
+	StaleGrace time.Duration // how young an endpoint Docker does not list may be before it is collected
+	Resync     time.Duration // how often state is compared with Docker
+}
+
+// Log attribute keys of the daemon.
+const (
+	logKeyPath     = "path"
+	logKeyEndpoint = "endpoint"
+	logKeyNetwork  = "network"
+	logKeyCount    = "count"
+)
+
+// PluginSocket is the path of the socket Docker talks to.
+func (c Config) PluginSocket() string { return filepath.Join(c.PluginDir, c.PluginName+".sock") }
+
+// Run starts the daemon and serves until ctx is cancelled. It leaves the
+// datapath in place when it returns: containers keep their connectivity
+// while no daemon runs.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := ensureBPFFS(cfg.BPFDir); err != nil {
+		return err
+	}
+	store, restored, err := state.Open(cfg.StateDir)
+	if err != nil {
+		return fmt.Errorf("open state: %w", err)
+	}
+	for _, skipped := range restored.Skipped {
+		log.Error("corrupt checkpoint skipped", logKeyError, skipped.Error())
+	}
+	log.Info("state restored", logKeyPath, restored.Path)
+
+	dp, err := datapath.Open(datapath.Config{PinDir: cfg.BPFDir})
+	if err != nil {
+		return fmt.Errorf("open datapath: %w", err)
+	}
+	defer dp.Close()
+
+	nl, err := netlink.NewHandle()
+	if err != nil {
+		return fmt.Errorf("open netlink: %w", err)
+	}
+	defer nl.Close()
+
+	alloc, err := ipamalloc.New(store, ipamalloc.Config{
+		IPv4Range:  cfg.IPv4Range,
+		HostRoutes: func() ([]netip.Prefix, error) { return hostRoutes(nl) },
+	})
+	if err != nil {
+		return fmt.Errorf("start IPAM: %w", err)
+	}
+	drv, err := driver.New(store, dp, nl, driver.Config{HostDevice: cfg.HostDevice})
+	if err != nil {
+		return fmt.Errorf("start driver: %w", err)
+	}
+	if err := drv.Reconcile(); err != nil {
+		// Each failure concerns one object; the rest is serving.
+		log.Error("reconcile with the kernel", logKeyError, err.Error())
+	}
+
+	pluginLn, err := listenUnix(cfg.PluginSocket(), 0o600)
+	if err != nil {
+		return err
+	}
+	apiLn, err := listenUnix(cfg.APISocket, 0o600)
+	if err != nil {
+		pluginLn.Close()
+		return err
+	}
+	servers := []*http.Server{
+		newServer(NewDockerHandler(drv, alloc, log), log),
+		newServer(NewAPIHandler(store, dp), log),
+	}
+	errc := make(chan error, len(servers))
+	for i, ln := range []net.Listener{pluginLn, apiLn} {
+		go func() {
+			if err := servers[i].Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	log.Info("serving", "plugin_socket", cfg.PluginSocket(), "api_socket", cfg.APISocket)
+
+	resync := &dockerResync{cfg: cfg, drv: drv, ipam: alloc, store: store, log: log}
+	go resync.loop(ctx)
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("serve: %w", err)
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		_ = s.Shutdown(shutdownCtx) // best effort: the process is ending
+	}
+	os.Remove(cfg.PluginSocket())
+	os.Remove(cfg.APISocket)
+	return err
+}
+
+func newServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// listenUnix listens on a unix socket, replacing a stale socket file left
+// by a daemon that was killed.
+func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("restrict socket %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// ensureBPFFS mounts the BPF filesystem at /sys/fs/bpf when the pin
+// directory lives there and nothing is mounted yet.
+func ensureBPFFS(pinDir string) error {
+	const root = "/sys/fs/bpf"
+	if !strings.HasPrefix(filepath.Clean(pinDir), root+"/") {
+		return nil
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(root, &fs); err != nil {
+		return fmt.Errorf("inspect %s: %w", root, err)
+	}
+	if fs.Type == unix.BPF_FS_MAGIC {
+		return nil
+	}
+	if err := unix.Mount("bpf", root, "bpf", 0, ""); err != nil {
+		return fmt.Errorf("mount the BPF filesystem on %s: %w", root, err)
+	}
+	return nil
+}
+
+// hostRoutes lists the IPv4 prefixes routed on the host (local-table
+// entries aside). Routes to membrane's own containers lie inside its pools,
+// which IPAM avoids anyway; those of another membrane daemon on the same
+// host must count, as Docker counts them.
+func hostRoutes(nl *netlink.Handle) ([]netip.Prefix, error) {
+	filter := &netlink.Route{Table: unix.RT_TABLE_UNSPEC}
+	routes, err := nl.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_TABLE)
+	if errors.Is(err, netlink.ErrDumpInterrupted) {
+		routes, err = nl.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_TABLE)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list host routes: %w", err)
+	}
+	var out []netip.Prefix
+	for _, r := range routes {
+		if r.Dst == nil || r.Table == unix.RT_TABLE_LOCAL {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(r.Dst.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := r.Dst.Mask.Size()
+		out = append(out, netip.PrefixFrom(ip.Unmap(), ones).Masked())
+	}
+	return out, nil
+}

@@ -1,0 +1,316 @@
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/ipam"
+	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/membrane-net/membrane/driver"
+	ipamalloc "github.com/membrane-net/membrane/ipam"
+)
+
+// contentType is the media type of Docker's plugin protocol.
+const contentType = "application/vnd.docker.plugins.v1.2+json"
+
+// maxRequestBytes bounds a Docker request body; real ones are a few KiB.
+const maxRequestBytes = 1 << 20
+
+// requestTimeout bounds one Docker call. Docker itself gives up after 30 s
+// and retries, so an answer later than that is wasted.
+const requestTimeout = 25 * time.Second
+
+// Log attribute keys.
+const (
+	logKeyMethod   = "method"
+	logKeyDuration = "duration"
+	logKeyError    = "error"
+	logKeyStatus   = "status"
+)
+
+// dockerAPI answers Docker's NetworkDriver and IpamDriver calls.
+type dockerAPI struct {
+	drv  *driver.Driver
+	ipam *ipamalloc.Allocator
+	log  *slog.Logger
+}
+
+// call is one protocol method: it decodes its own request from body.
+type call func(ctx context.Context, body []byte) (any, error)
+
+// NewDockerHandler returns the handler for Docker's plugin socket.
+func NewDockerHandler(drv *driver.Driver, alloc *ipamalloc.Allocator, log *slog.Logger) http.Handler {
+	a := &dockerAPI{drv: drv, ipam: alloc, log: log}
+	calls := map[string]call{
+		"/Plugin.Activate": noRequest(func() (any, error) {
+			return map[string][]string{"Implements": {"NetworkDriver", "IpamDriver"}}, nil
+		}),
+
+		"/NetworkDriver.GetCapabilities": noRequest(func() (any, error) {
+			return network.CapabilitiesResponse{Scope: "local", ConnectivityScope: "local"}, nil
+		}),
+		"/NetworkDriver.CreateNetwork":               decoded(a.createNetwork),
+		"/NetworkDriver.DeleteNetwork":               decoded(a.deleteNetwork),
+		"/NetworkDriver.AllocateNetwork":             decoded(a.allocateNetwork),
+		"/NetworkDriver.FreeNetwork":                 decoded(ignore[network.FreeNetworkRequest]),
+		"/NetworkDriver.CreateEndpoint":              decoded(a.createEndpoint),
+		"/NetworkDriver.DeleteEndpoint":              decoded(a.deleteEndpoint),
+		"/NetworkDriver.EndpointOperInfo":            decoded(a.endpointInfo),
+		"/NetworkDriver.Join":                        decoded(a.join),
+		"/NetworkDriver.Leave":                       decoded(a.leave),
+		"/NetworkDriver.DiscoverNew":                 decoded(ignore[network.DiscoveryNotification]),
+		"/NetworkDriver.DiscoverDelete":              decoded(ignore[network.DiscoveryNotification]),
+		"/NetworkDriver.ProgramExternalConnectivity": decoded(ignore[network.ProgramExternalConnectivityRequest]),
+		"/NetworkDriver.RevokeExternalConnectivity":  decoded(ignore[network.RevokeExternalConnectivityRequest]),
+
+		"/IpamDriver.GetCapabilities": noRequest(func() (any, error) {
+			return ipam.CapabilitiesResponse{RequiresMACAddress: false}, nil
+		}),
+		"/IpamDriver.GetDefaultAddressSpaces": noRequest(func() (any, error) {
+			local, global := alloc.DefaultAddressSpaces()
+			return ipam.AddressSpacesResponse{LocalDefaultAddressSpace: local, GlobalDefaultAddressSpace: global}, nil
+		}),
+		"/IpamDriver.RequestPool":    decoded(a.requestPool),
+		"/IpamDriver.ReleasePool":    decoded(a.releasePool),
+		"/IpamDriver.RequestAddress": decoded(a.requestAddress),
+		"/IpamDriver.ReleaseAddress": decoded(a.releaseAddress),
+	}
+	mux := http.NewServeMux()
+	for path, c := range calls {
+		mux.Handle("POST "+path, a.serve(path, c))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, network.ErrorResponse{Err: fmt.Sprintf("%s %s: no such plugin method", r.Method, r.URL.Path)})
+	})
+	return mux
+}
+
+// serve runs one call with a bounded body and time, and writes its answer.
+func (a *dockerAPI) serve(method string, c call) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+		defer cancel()
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+		var resp any
+		if err != nil {
+			err = fmt.Errorf("%w: read request body: %w", errBadRequest, err)
+		} else {
+			resp, err = c(ctx, body)
+		}
+		if err != nil {
+			status := httpStatus(err)
+			a.log.Warn("docker call refused", logKeyMethod, method, logKeyStatus, status,
+				logKeyError, err.Error(), logKeyDuration, time.Since(start))
+			writeJSON(w, status, network.ErrorResponse{Err: err.Error()})
+			return
+		}
+		a.log.Debug("docker call", logKeyMethod, method, logKeyDuration, time.Since(start))
+		writeJSON(w, http.StatusOK, resp)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", contentType)
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // the peer hung up: nothing left to tell it
+}
+
+var errBadRequest = errors.New("bad request")
+
+// decoded adapts a typed method to a call: the body is decoded into Req;
+// fields Docker adds in newer versions are ignored.
+func decoded[Req any](fn func(context.Context, Req) (any, error)) call {
+	return func(ctx context.Context, body []byte) (any, error) {
+		var req Req
+		if err := decodeRequest(body, &req); err != nil {
+			return nil, err
+		}
+		return fn(ctx, req)
+	}
+}
+
+func decodeRequest(body []byte, req any) error {
+	if len(body) == 0 {
+		return fmt.Errorf("%w: empty request body: want a JSON object", errBadRequest)
+	}
+	if err := json.Unmarshal(body, req); err != nil {
+		return fmt.Errorf("%w: decode request: %w", errBadRequest, err)
+	}
+	return nil
+}
+
+func noRequest(fn func() (any, error)) call {
+	return func(context.Context, []byte) (any, error) { return fn() }
+}
+
+func ignore[Req any](context.Context, Req) (any, error) { return struct{}{}, nil }
+
+func (a *dockerAPI) createNetwork(_ context.Context, req network.CreateNetworkRequest) (any, error) {
+	v4, err := ipamData("IPv4Data", req.IPv4Data)
+	if err != nil {
+		return nil, err
+	}
+	v6, err := ipamData("IPv6Data", req.IPv6Data)
+	if err != nil {
+		return nil, err
+	}
+	err = a.drv.CreateNetwork(driver.NetworkRequest{
+		ID: req.NetworkID, IPv4: v4, IPv6: v6, Options: genericOptions(req.Options),
+	})
+	return struct{}{}, err
+}
+
+// ipamData converts Docker's subnets; Docker sends CIDRs for both the pool
+// and the gateway.
+func ipamData(field string, data []*network.IPAMData) ([]driver.IPAMData, error) {
+	var out []driver.IPAMData
+	for i, d := range data {
+		if d == nil {
+			continue
+		}
+		pool, err := netip.ParsePrefix(d.Pool)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s[%d].Pool %q: %w", errBadRequest, field, i, d.Pool, err)
+		}
+		sub := driver.IPAMData{Pool: pool}
+		if d.Gateway != "" {
+			gw, err := parseAddr(d.Gateway)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s[%d].Gateway %q: %w", errBadRequest, field, i, d.Gateway, err)
+			}
+			sub.Gateway = gw
+		}
+		out = append(out, sub)
+	}
+	return out, nil
+}
+
+// parseAddr accepts an address with or without a prefix length.
+func parseAddr(s string) (netip.Addr, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Addr(), nil
+	}
+	return netip.ParseAddr(s)
+}
+
+// genericOptions extracts the user's `-o key=value` options, which Docker
+// nests under com.docker.network.generic with values of any JSON type.
+func genericOptions(opts map[string]any) map[string]string {
+	out := map[string]string{}
+	generic, _ := opts["com.docker.network.generic"].(map[string]any)
+	for k, v := range generic {
+		if s, ok := v.(string); ok {
+			out[k] = s
+		} else {
+			out[k] = fmt.Sprint(v)
+		}
+	}
+	return out
+}
+
+func (a *dockerAPI) deleteNetwork(_ context.Context, req network.DeleteNetworkRequest) (any, error) {
+	return struct{}{}, a.drv.DeleteNetwork(req.NetworkID)
+}
+
+func (a *dockerAPI) allocateNetwork(_ context.Context, req network.AllocateNetworkRequest) (any, error) {
+	return network.AllocateNetworkResponse{Options: map[string]string{}}, nil
+}
+
+func (a *dockerAPI) createEndpoint(_ context.Context, req network.CreateEndpointRequest) (any, error) {
+	er := driver.EndpointRequest{NetworkID: req.NetworkID, EndpointID: req.EndpointID}
+	if req.Interface != nil {
+		var err error
+		if er.IPv4, err = optionalPrefix("Interface.Address", req.Interface.Address); err != nil {
+			return nil, err
+		}
+		if er.IPv6, err = optionalPrefix("Interface.AddressIPv6", req.Interface.AddressIPv6); err != nil {
+			return nil, err
+		}
+		er.MAC = req.Interface.MacAddress
+	}
+	mac, err := a.drv.CreateEndpoint(er)
+	if err != nil {
+		return nil, err
+	}
+	if mac == "" {
+		return network.CreateEndpointResponse{}, nil
+	}
+	return network.CreateEndpointResponse{Interface: &network.EndpointInterface{MacAddress: mac}}, nil
+}
+
+func optionalPrefix(field, s string) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%w: %s %q: %w", errBadRequest, field, s, err)
+	}
+	return p, nil
+}
+
+func (a *dockerAPI) deleteEndpoint(_ context.Context, req network.DeleteEndpointRequest) (any, error) {
+	return struct{}{}, a.drv.DeleteEndpoint(req.NetworkID, req.EndpointID)
+}
+
+func (a *dockerAPI) endpointInfo(_ context.Context, req network.InfoRequest) (any, error) {
+	value, err := a.drv.EndpointInfo(req.NetworkID, req.EndpointID)
+	if err != nil {
+		return nil, err
+	}
+	return network.InfoResponse{Value: value}, nil
+}
+
+func (a *dockerAPI) join(_ context.Context, req network.JoinRequest) (any, error) {
+	j, err := a.drv.Join(req.NetworkID, req.EndpointID, req.SandboxKey)
+	if err != nil {
+		return nil, err
+	}
+	resp := network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: j.SrcName, DstPrefix: j.DstPrefix}}
+	if j.Gateway.IsValid() {
+		resp.Gateway = j.Gateway.String()
+	}
+	if j.GatewayIPv6.IsValid() {
+		resp.GatewayIPv6 = j.GatewayIPv6.String()
+	}
+	return resp, nil
+}
+
+func (a *dockerAPI) leave(_ context.Context, req network.LeaveRequest) (any, error) {
+	return struct{}{}, a.drv.Leave(req.NetworkID, req.EndpointID)
+}
+
+func (a *dockerAPI) requestPool(_ context.Context, req ipam.RequestPoolRequest) (any, error) {
+	resp, err := a.ipam.RequestPool(ipamalloc.PoolRequest{
+		AddressSpace: req.AddressSpace, Pool: req.Pool, SubPool: req.SubPool, Options: req.Options, V6: req.V6,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ipam.RequestPoolResponse{PoolID: resp.PoolID, Pool: resp.Pool.String(), Data: resp.Data}, nil
+}
+
+func (a *dockerAPI) releasePool(_ context.Context, req ipam.ReleasePoolRequest) (any, error) {
+	return struct{}{}, a.ipam.ReleasePool(req.PoolID)
+}
+
+func (a *dockerAPI) requestAddress(_ context.Context, req ipam.RequestAddressRequest) (any, error) {
+	addr, err := a.ipam.RequestAddress(req.PoolID, req.Address, req.Options)
+	if err != nil {
+		return nil, err
+	}
+	return ipam.RequestAddressResponse{Address: addr.String()}, nil
+}
+
+func (a *dockerAPI) releaseAddress(_ context.Context, req ipam.ReleaseAddressRequest) (any, error) {
+	return struct{}{}, a.ipam.ReleaseAddress(req.PoolID, req.Address)
+}

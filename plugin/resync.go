@@ -1,0 +1,101 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+
+	"github.com/membrane-net/membrane/driver"
+	ipamalloc "github.com/membrane-net/membrane/ipam"
+	"github.com/membrane-net/membrane/state"
+)
+
+// dockerResync compares state with Docker's own account, outside of any
+// Docker call, and deletes what Docker no longer knows (endpoints of
+// containers that went away while membrane was down), releasing their
+// addresses.
+type dockerResync struct {
+	cfg   Config
+	drv   *driver.Driver
+	ipam  *ipamalloc.Allocator
+	store *state.Store
+	log   *slog.Logger
+}
+
+func (r *dockerResync) loop(ctx context.Context) {
+	cli, err := client.NewClientWithOpts(client.WithHost(r.cfg.DockerHost), client.WithAPIVersionNegotiation())
+	if err != nil {
+		r.log.Error("docker client; stale endpoints will not be collected", logKeyError, err.Error())
+		return
+	}
+	defer cli.Close()
+	wait := 5 * time.Second // Docker may still be starting with us
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = r.cfg.Resync
+		if err := r.once(ctx, cli); err != nil {
+			r.log.Warn("compare state with Docker", logKeyError, err.Error())
+		}
+	}
+}
+
+func (r *dockerResync) once(ctx context.Context, cli *client.Client) error {
+	networks, err := state.ListNetworks(r.store.Read())
+	if err != nil {
+		return err
+	}
+	view := driver.DockerView{}
+	for _, nw := range networks {
+		inspectCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		res, err := cli.NetworkInspect(inspectCtx, nw.ID, network.InspectOptions{})
+		cancel()
+		if client.IsErrNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("inspect network %s: %w", nw.ID, err)
+		}
+		attached := map[string]bool{}
+		for _, c := range res.Containers {
+			attached[c.EndpointID] = true
+		}
+		view[nw.ID] = attached
+	}
+	removed, err := r.drv.RemoveStale(view, r.cfg.StaleGrace)
+	for _, rm := range removed {
+		r.log.Info("removed endpoint Docker no longer knows", logKeyEndpoint, rm.Endpoint.ID, logKeyNetwork, rm.Network.ID)
+		err = errors.Join(err, r.releaseAddresses(rm))
+	}
+	return err
+}
+
+// releaseAddresses returns a removed endpoint's addresses to the membrane
+// pool they came from, if they came from one.
+func (r *dockerResync) releaseAddresses(rm driver.Removed) error {
+	pools, err := state.ListPools(r.store.Read())
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range []netip.Prefix{rm.Endpoint.IPv4, rm.Endpoint.IPv6} {
+		if !p.IsValid() {
+			continue
+		}
+		for _, pool := range pools {
+			if pool.Prefix == p.Masked() {
+				errs = append(errs, r.ipam.ReleaseAddress(pool.ID, p.Addr().String()))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
