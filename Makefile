@@ -1,0 +1,49 @@
+# The Makefile targets are the project's interface: build, generate, test,
+# plugin, run, bench.
+
+GO        ?= go
+CLANG     ?= clang-16
+BIN       := bin/membrane
+PLUGIN    ?= membrane
+PLUGIN_TAG ?= latest
+
+.PHONY: build generate check-generate vet test test-unit plugin run bench clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/membrane
+
+# Rebuild the committed bpf2go output (datapath/*_bpfel.{go,o}) from bpf/.
+generate:
+	cd datapath && BPF_CLANG=$(CLANG) $(GO) generate ./...
+
+# Fails when the committed bpf2go output does not match bpf/.
+check-generate: generate
+	@git diff --exit-code -- datapath/ || { echo "datapath: committed BPF objects are stale: run 'make generate' and commit"; exit 1; }
+
+vet:
+	$(GO) vet ./...
+
+# The whole test suite: generated code up to date, vet, unit tests, BPF
+# program tests, namespace tests and the integration suite against a real
+# dockerd (needs root; unprivileged runs skip what needs it, saying why).
+test: check-generate vet
+	$(GO) test -count=1 -timeout 40m ./...
+
+# Everything but the integration suite.
+test-unit:
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)
+
+# Build the managed plugin (rootfs + config.json) and create it in Docker.
+plugin: build
+	./hack/make-plugin.sh $(PLUGIN):$(PLUGIN_TAG)
+
+# Run membrane for real: Docker engine (started if none runs), the plugin,
+# and a demo network.
+run: build
+	./hack/run.sh
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin build
