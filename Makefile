@@ -2,7 +2,6 @@
 # plugin, run, bench.
 
 GO        ?= go
-CLANG     ?= clang-16
 BIN       := bin/membrane
 PLUGIN    ?= membrane
 PLUGIN_TAG ?= latest
@@ -12,9 +11,10 @@ PLUGIN_TAG ?= latest
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/membrane
 
-# Rebuild the committed bpf2go output (datapath/*_bpfel.{go,o}) from bpf/.
+# Rebuild the committed bpf2go output (datapath/*_bpfel.{go,o}) from bpf/
+# with the clang pinned in datapath/gen.go (Debian clang-16).
 generate:
-	cd datapath && BPF_CLANG=$(CLANG) $(GO) generate ./...
+	cd datapath && $(GO) generate ./...
 
 # Fails when the committed bpf2go output does not match bpf/.
 check-generate: generate

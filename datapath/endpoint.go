@@ -1,0 +1,359 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// Endpoint is what the datapath needs to know about a container endpoint.
+type Endpoint struct {
+	ID           string           // Docker endpoint ID
+	HostIfIndex  int              // host-side veth ifindex
+	HostMAC      net.HardwareAddr // host-side veth MAC
+	MAC          net.HardwareAddr // container-side MAC
+	IPv4         netip.Addr       // invalid when none
+	IPv6         netip.Addr       // invalid when none
+	NetworkIndex uint32
+}
+
+// Names of the per-endpoint link pins.
+const (
+	pinFromContainer = "from-container"
+	pinToContainer   = "to-container"
+)
+
+// hook is one tcx attach point of an endpoint.
+type hook struct {
+	pin    string
+	attach ebpf.AttachType
+	prog   func(*endpointPrograms) *ebpf.Program
+}
+
+var hooks = []hook{
+	{pinFromContainer, ebpf.AttachTCXIngress, func(p *endpointPrograms) *ebpf.Program { return p.FromContainer }},
+	{pinToContainer, ebpf.AttachTCXEgress, func(p *endpointPrograms) *ebpf.Program { return p.ToContainer }},
+}
+
+// validateID checks that id can name a pin directory: not empty, at most
+// 255 bytes, no slash, and no dot (bpffs reserves names with dots).
+func validateID(id string) error {
+	if id == "" || strings.ContainsAny(id, "/.\x00") || len(id) > 255 {
+		return fmt.Errorf("%w: bad ID %q", ErrInvalidEndpoint, id)
+	}
+	return nil
+}
+
+func (ep *Endpoint) validate() error {
+	if err := validateID(ep.ID); err != nil {
+		return err
+	}
+	if ep.HostIfIndex <= 0 {
+		return fmt.Errorf("%w: host ifindex %d", ErrInvalidEndpoint, ep.HostIfIndex)
+	}
+	if len(ep.HostMAC) != 6 {
+		return fmt.Errorf("%w: host MAC %q is not 6 bytes", ErrInvalidEndpoint, ep.HostMAC)
+	}
+	if len(ep.MAC) != 6 {
+		return fmt.Errorf("%w: MAC %q is not 6 bytes", ErrInvalidEndpoint, ep.MAC)
+	}
+	if ep.IPv4.IsValid() && (!ep.IPv4.Is4() || ep.IPv4.IsUnspecified()) {
+		return fmt.Errorf("%w: IPv4 address %s", ErrInvalidEndpoint, ep.IPv4)
+	}
+	if ep.IPv6.IsValid() && (!ep.IPv6.Is6() || ep.IPv6.Is4In6() || ep.IPv6.IsUnspecified() || ep.IPv6.Zone() != "") {
+		return fmt.Errorf("%w: IPv6 address %s", ErrInvalidEndpoint, ep.IPv6)
+	}
+	return nil
+}
+
+// keys returns the endpoints-map keys of ep's addresses.
+func (ep *Endpoint) keys() []endpointEndpointKey {
+	var keys []endpointEndpointKey
+	for _, a := range []netip.Addr{ep.IPv4, ep.IPv6} {
+		if a.IsValid() {
+			keys = append(keys, endpointKey(a))
+		}
+	}
+	return keys
+}
+
+// endpointKey is the endpoints-map key of a: IPv4 as IPv4-mapped IPv6.
+func endpointKey(a netip.Addr) endpointEndpointKey {
+	return endpointEndpointKey{Addr: a.As16()}
+}
+
+func (d *Datapath) endpointDir(id string) string {
+	return filepath.Join(d.pinDir, endpointsDir, id)
+}
+
+// loadPrograms loads both programs with ep's constants, sharing d's maps.
+func (d *Datapath) loadPrograms(ep *Endpoint) (*endpointPrograms, error) {
+	spec := d.spec.Copy()
+
+	var ipv4 [4]byte
+	if ep.IPv4.IsValid() {
+		ipv4 = ep.IPv4.As4()
+	}
+	var ipv6 [16]byte
+	if ep.IPv6.IsValid() {
+		ipv6 = ep.IPv6.As16()
+	}
+	for _, v := range []struct {
+		name  string
+		value any
+	}{
+		{endpointVarConfigEndpointIfindex, uint32(ep.HostIfIndex)},
+		{endpointVarConfigEndpointMac, [6]byte(ep.MAC)},
+		{endpointVarConfigHostMac, [6]byte(ep.HostMAC)},
+		{endpointVarConfigEndpointIpv4, ipv4},
+		{endpointVarConfigEndpointIpv6, ipv6},
+		{endpointVarConfigNetworkIndex, ep.NetworkIndex},
+	} {
+		vs, ok := spec.Variables[v.name]
+		if !ok {
+			return nil, fmt.Errorf("variable %s not in object", v.name)
+		}
+		if err := vs.Set(v.value); err != nil {
+			return nil, fmt.Errorf("set %s: %w", v.name, err)
+		}
+	}
+
+	var progs endpointPrograms
+	err := spec.LoadAndAssign(&progs, &ebpf.CollectionOptions{
+		MapReplacements: map[string]*ebpf.Map{
+			endpointMapEndpoints: d.endpoints,
+			endpointMapMetrics:   d.metrics,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load programs: %w", err)
+	}
+	return &progs, nil
+}
+
+// Attach loads the programs with ep's constants and attaches them to ep's
+// host-side veth, then points ep's addresses at it in the endpoints map.
+//
+// It is idempotent and is how endpoints are reconciled after a restart: a
+// pinned link of ep is updated in place to the new program (atomic, no
+// packet is dropped); a link that is missing, or pinned for another
+// interface or for one that no longer exists, is (re)created and pinned.
+// Must be called in the network namespace of the host-side veth.
+//
+// Addresses that ep had before but no longer has are not removed: Detach
+// with the old Endpoint does that.
+func (d *Datapath) Attach(ep Endpoint) error {
+	if err := d.attach(&ep); err != nil {
+		return fmt.Errorf("attach endpoint %s: %w", ep.ID, err)
+	}
+	return nil
+}
+
+func (d *Datapath) attach(ep *Endpoint) error {
+	if err := ep.validate(); err != nil {
+		return err
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return ErrClosed
+	}
+	if d.pinDir == "" {
+		return ErrNoPinDir
+	}
+
+	progs, err := d.loadPrograms(ep)
+	if err != nil {
+		return err
+	}
+	defer progs.Close()
+
+	d.pinMu.Lock()
+	defer d.pinMu.Unlock()
+
+	dir := d.endpointDir(ep.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create pin directory: %w", err)
+	}
+	for _, h := range hooks {
+		if err := attachHook(filepath.Join(dir, h.pin), ep.HostIfIndex, h.attach, h.prog(progs)); err != nil {
+			return fmt.Errorf("%s: %w", h.pin, err)
+		}
+	}
+
+	return d.putEndpoint(ep)
+}
+
+// putEndpoint points ep's addresses at ep in the endpoints map.
+func (d *Datapath) putEndpoint(ep *Endpoint) error {
+	info := endpointEndpointInfo{
+		Ifindex: uint32(ep.HostIfIndex),
+		Network: ep.NetworkIndex,
+		Mac:     [6]byte(ep.MAC),
+		HostMac: [6]byte(ep.HostMAC),
+	}
+	for _, key := range ep.keys() {
+		if err := d.endpoints.Put(key, info); err != nil {
+			return fmt.Errorf("put %s in endpoints map: %w", netip.AddrFrom16(key.Addr).Unmap(), err)
+		}
+	}
+	return nil
+}
+
+// attachHook makes the link pinned at path run prog on ifindex.
+func attachHook(path string, ifindex int, attach ebpf.AttachType, prog *ebpf.Program) error {
+	l, err := link.LoadPinnedLink(path, nil)
+	switch {
+	case err == nil:
+		updated, err := updateLink(l, ifindex, attach, prog)
+		if updated || err != nil {
+			l.Close()
+			return err
+		}
+		// Stale: the interface was recreated or is gone. Replace the link.
+		err = l.Unpin()
+		l.Close()
+		if err != nil {
+			return fmt.Errorf("unpin stale link: %w", err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+	default:
+		return err
+	}
+
+	l, err = link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: attach})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	if err := l.Pin(path); err != nil {
+		// Closing the unpinned link detaches it again.
+		return fmt.Errorf("pin link: %w", err)
+	}
+	return nil
+}
+
+// updateLink replaces the program of l if l is a live tcx link on ifindex
+// with the given attach type. It reports false, and no error, if l is stale.
+func updateLink(l link.Link, ifindex int, attach ebpf.AttachType, prog *ebpf.Program) (bool, error) {
+	info, err := l.Info()
+	if err != nil {
+		return false, fmt.Errorf("link info: %w", err)
+	}
+	tcx := info.TCX()
+	if tcx == nil || int(tcx.Ifindex) != ifindex || ebpf.AttachType(tcx.AttachType) != attach {
+		return false, nil
+	}
+	if err := l.Update(prog); err != nil {
+		if errors.Is(err, unix.ENOLINK) {
+			// The interface went away between Info and Update.
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
+}
+
+// Detach removes ep from the datapath: its addresses from the endpoints map
+// (only entries that still point at ep.HostIfIndex, or any entry when
+// HostIfIndex is 0, so that a late Detach never breaks an endpoint that has
+// taken over the address), then its links (which detaches the programs),
+// then its pin directory. Absent things are fine: Detach is idempotent.
+func (d *Datapath) Detach(ep Endpoint) error {
+	if err := d.detach(&ep); err != nil {
+		return fmt.Errorf("detach endpoint %s: %w", ep.ID, err)
+	}
+	return nil
+}
+
+func (d *Datapath) detach(ep *Endpoint) error {
+	if err := validateID(ep.ID); err != nil {
+		return err
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return ErrClosed
+	}
+
+	for _, key := range ep.keys() {
+		var info endpointEndpointInfo
+		err := d.endpoints.Lookup(key, &info)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("look up %s in endpoints map: %w", netip.AddrFrom16(key.Addr).Unmap(), err)
+		}
+		if ep.HostIfIndex != 0 && int(info.Ifindex) != ep.HostIfIndex {
+			continue
+		}
+		if err := d.endpoints.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete %s from endpoints map: %w", netip.AddrFrom16(key.Addr).Unmap(), err)
+		}
+	}
+
+	if d.pinDir == "" {
+		return nil
+	}
+	d.pinMu.Lock()
+	defer d.pinMu.Unlock()
+
+	dir := d.endpointDir(ep.ID)
+	for _, h := range hooks {
+		path := filepath.Join(dir, h.pin)
+		l, err := link.LoadPinnedLink(path, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", h.pin, err)
+		}
+		err = l.Unpin()
+		l.Close()
+		if err != nil {
+			return fmt.Errorf("%s: unpin link: %w", h.pin, err)
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove pin directory: %w", err)
+	}
+	return nil
+}
+
+// AttachedEndpoints returns the IDs of the endpoints that have a pin
+// directory, sorted, for reconciling with the daemon's state after a restart.
+func (d *Datapath) AttachedEndpoints() ([]string, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return nil, ErrClosed
+	}
+	if d.pinDir == "" {
+		return nil, nil
+	}
+	entries, err := os.ReadDir(filepath.Join(d.pinDir, endpointsDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list attached endpoints: %w", err)
+	}
+	var ids []string
+	for _, e := range entries {
+		if e.IsDir() {
+			ids = append(ids, e.Name())
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
