@@ -1,0 +1,572 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Names the harness shares with the membrane daemon it starts.
+const (
+	pluginName   = "membrane-it"
+	pluginSocket = "/run/docker/plugins/" + pluginName + ".sock"
+	bpfDir       = "/sys/fs/bpf/" + pluginName
+	hostDevice   = "mbrit0"
+	testImage    = "membrane-it/probe:latest"
+
+	// Every container and network the tests create carries this label.
+	testLabel = "membrane-it=1"
+
+	// Ports of `probe serve`, the default command of test containers.
+	tcpPort    = "7000"
+	udpPort    = "7001"
+	streamPort = "7002"
+
+	lockFile = "/run/lock/membrane-it.lock"
+)
+
+// Timeouts: nothing in the suite waits without one.
+const (
+	dockerdStartTimeout  = 60 * time.Second
+	dockerdStopTimeout   = 20 * time.Second
+	membraneStartTimeout = 20 * time.Second
+	membraneStopTimeout  = 5 * time.Second
+	// Docker retries an unanswered plugin for 30 s; a CLI call gets more
+	// than that, so a dead plugin shows up as Docker's error, not ours.
+	dockerCmdTimeout = 90 * time.Second
+	buildTimeout     = 5 * time.Minute
+	lockTimeout      = 5 * time.Minute
+)
+
+// harness is the environment TestMain sets up once for the whole run.
+type harness struct {
+	tmp        string
+	moduleRoot string
+	goBin      string
+	dockerBin  string
+	dockerHost string
+	dockerEnv  []string
+
+	// forwardPolicy holds the iptables and ip6tables FORWARD policies
+	// from before dockerd set them to DROP, restored at teardown.
+	forwardPolicy map[string]string
+
+	dockerd     *exec.Cmd
+	dockerdDone chan struct{}
+	dockerdLog  string
+
+	membraneLog string
+
+	// v4Base is a /16 that no host route or address touches; explicit
+	// IPv4 subnets are carved from it. v6Base is the same for IPv6 /64s.
+	v4Base netip.Prefix
+	v6Base netip.Prefix
+}
+
+var (
+	h harness
+	// skipReason, when set, makes every test skip.
+	skipReason string
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if skipReason = preflight(); skipReason != "" {
+		fmt.Printf("integration: skipping all tests: %s\n", skipReason)
+		return m.Run()
+	}
+	unlock, err := lockRun()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "integration: %v\n", err)
+		return 1
+	}
+	defer unlock()
+
+	start := time.Now()
+	if err := setup(); err != nil {
+		fmt.Fprintf(os.Stderr, "integration: setup: %v\n", err)
+		dumpLogs()
+		teardown()
+		return 1
+	}
+	fmt.Printf("integration: dockerd and test image ready in %s (tmp %s)\n", time.Since(start).Round(time.Millisecond), h.tmp)
+	code := m.Run()
+	if code != 0 {
+		dumpLogs()
+	}
+	teardown()
+	return code
+}
+
+// requireEnv skips t when the run as a whole skips.
+func requireEnv(t *testing.T) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+}
+
+func preflight() string {
+	if testing.Short() {
+		return "-short: the integration tests start a dockerd"
+	}
+	if os.Geteuid() != 0 {
+		return "not root: the integration tests start a dockerd and load BPF programs"
+	}
+	if _, err := findBinary("dockerd", "/usr/sbin/dockerd", "/usr/bin/dockerd"); err != nil {
+		return "dockerd not found (install docker.io)"
+	}
+	if _, err := findBinary("docker"); err != nil {
+		return "docker CLI not found"
+	}
+	if _, err := findBinary("busybox", "/bin/busybox"); err != nil {
+		return "busybox not found (install busybox-static)"
+	}
+	return ""
+}
+
+func findBinary(name string, fallbacks ...string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, p := range fallbacks {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: %w", name, exec.ErrNotFound)
+}
+
+// lockRun serialises runs on one machine: they share the plugin socket
+// name, the BPF pin directory and the host device name.
+func lockRun() (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(lockFile), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(lockFile, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(lockTimeout)
+	for said := false; ; {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", lockFile, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("another integration run holds %s for more than %s", lockFile, lockTimeout)
+		}
+		if !said {
+			fmt.Printf("integration: waiting for another run to release %s\n", lockFile)
+			said = true
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func setup() error {
+	var err error
+	if h.goBin, err = findBinary("go", "/usr/local/go/bin/go"); err != nil {
+		return err
+	}
+	if h.dockerBin, err = findBinary("docker"); err != nil {
+		return err
+	}
+	if h.tmp, err = os.MkdirTemp("", "membrane-it-"); err != nil {
+		return err
+	}
+	h.dockerdLog = filepath.Join(h.tmp, "dockerd.log")
+	h.membraneLog = filepath.Join(h.tmp, "membrane.log")
+	h.dockerHost = "unix://" + filepath.Join(h.tmp, "docker.sock")
+	cfgDir := filepath.Join(h.tmp, "docker-config")
+	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
+		return err
+	}
+	h.dockerEnv = append(os.Environ(), "DOCKER_CONFIG="+cfgDir, "DOCKER_HOST="+h.dockerHost, "DOCKER_CLI_HINTS=false")
+
+	out, err := exec.Command(h.goBin, "env", "GOMOD").Output()
+	if err != nil {
+		return fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return errors.New("go env GOMOD: not inside the membrane module")
+	}
+	h.moduleRoot = filepath.Dir(gomod)
+
+	if h.v4Base, h.v6Base, err = freeBases(); err != nil {
+		return err
+	}
+	if err := mountBPF(); err != nil {
+		return err
+	}
+	cleanStale()
+	h.forwardPolicy = forwardPolicies()
+	if err := startDockerd(); err != nil {
+		return err
+	}
+	return buildImage()
+}
+
+// mountBPF mounts the BPF filesystem where membrane pins its maps.
+func mountBPF() error {
+	mounts, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(mounts), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[1] == "/sys/fs/bpf" && f[2] == "bpf" {
+			return nil
+		}
+	}
+	if err := syscall.Mount("bpf", "/sys/fs/bpf", "bpf", 0, ""); err != nil {
+		return fmt.Errorf("mount bpf on /sys/fs/bpf: %w", err)
+	}
+	return nil
+}
+
+// cleanStale removes what a crashed earlier run may have left under the
+// names this harness owns.
+func cleanStale() {
+	_ = os.Remove(pluginSocket)
+	_ = os.RemoveAll(bpfDir)
+	_ = exec.Command("ip", "link", "del", hostDevice).Run()
+}
+
+func overlaySupported() bool {
+	b, err := os.ReadFile("/proc/filesystems")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(strings.TrimPrefix(line, "nodev")) == "overlay" {
+			return true
+		}
+	}
+	// The module may simply not be loaded yet.
+	return exec.Command("modprobe", "overlay").Run() == nil
+}
+
+func startDockerd() error {
+	dockerd, err := findBinary("dockerd", "/usr/sbin/dockerd", "/usr/bin/dockerd")
+	if err != nil {
+		return err
+	}
+	// An empty config file keeps /etc/docker/daemon.json out of the run.
+	cfg := filepath.Join(h.tmp, "daemon.json")
+	if err := os.WriteFile(cfg, []byte("{}\n"), 0o644); err != nil {
+		return err
+	}
+	args := []string{
+		"--config-file", cfg,
+		"--data-root", filepath.Join(h.tmp, "data"),
+		"--exec-root", filepath.Join(h.tmp, "exec"),
+		"--pidfile", filepath.Join(h.tmp, "docker.pid"),
+		"-H", h.dockerHost,
+		"--bridge=none",
+		// iptables stays on (Docker's default, FORWARD policy DROP); with
+		// ip6tables Docker filters and isolates IPv6 as it does IPv4, as
+		// current Docker releases do by default.
+		"--experimental", "--ip6tables",
+	}
+	if !overlaySupported() {
+		args = append(args, "--storage-driver=vfs")
+	}
+	logf, err := os.Create(h.dockerdLog)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(dockerd, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// If the test binary dies, dockerd shuts down instead of lingering.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start dockerd: %w", err)
+	}
+	h.dockerd = cmd
+	h.dockerdDone = make(chan struct{})
+	go func() { _ = cmd.Wait(); close(h.dockerdDone) }()
+
+	deadline := time.Now().Add(dockerdStartTimeout)
+	for {
+		select {
+		case <-h.dockerdDone:
+			return fmt.Errorf("dockerd exited during start: %v", cmd.ProcessState)
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _, err := runDocker(ctx, nil, "version", "--format", "{{.Server.Version}}")
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("dockerd did not answer within %s: %w", dockerdStartTimeout, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func goBuild(out, pkg string, env ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, h.goBin, "build", "-o", out, pkg)
+	cmd.Dir = h.moduleRoot
+	cmd.Env = append(os.Environ(), env...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+	}
+	return nil
+}
+
+func teardown() {
+	if h.dockerd != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		if ids, _, err := runDocker(ctx, nil, "ps", "-aq"); err == nil && ids != "" {
+			args := append([]string{"rm", "-f", "-v"}, strings.Fields(ids)...)
+			if _, stderr, err := runDocker(ctx, nil, args...); err != nil {
+				fmt.Fprintf(os.Stderr, "integration: teardown: remove containers: %v: %s\n", err, stderr)
+			}
+		}
+		if ids, _, err := runDocker(ctx, nil, "network", "ls", "-q", "--filter", "type=custom"); err == nil && ids != "" {
+			args := append([]string{"network", "rm"}, strings.Fields(ids)...)
+			if _, stderr, err := runDocker(ctx, nil, args...); err != nil {
+				fmt.Fprintf(os.Stderr, "integration: teardown: remove networks: %v: %s\n", err, stderr)
+			}
+		}
+		cancel()
+		stopDockerd()
+		removeBridgeLeftovers()
+		restoreForwardPolicies(h.forwardPolicy)
+	}
+	stopMembrane()
+	cleanStale()
+	if h.tmp != "" {
+		unmountUnder(h.tmp)
+		if err := os.RemoveAll(h.tmp); err != nil {
+			fmt.Fprintf(os.Stderr, "integration: teardown: %v\n", err)
+		}
+	}
+}
+
+func stopDockerd() {
+	_ = h.dockerd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-h.dockerdDone:
+		return
+	case <-time.After(dockerdStopTimeout):
+	}
+	fmt.Fprintf(os.Stderr, "integration: dockerd ignored SIGTERM for %s, killing it\n", dockerdStopTimeout)
+	_ = h.dockerd.Process.Kill()
+	select {
+	case <-h.dockerdDone:
+	case <-time.After(5 * time.Second):
+		fmt.Fprintln(os.Stderr, "integration: dockerd survived SIGKILL for 5s")
+	}
+}
+
+// removeBridgeLeftovers deletes the Linux bridges, and the iptables rules
+// naming them, of test networks that still exist after dockerd stopped:
+// that happens only when dockerd died (or was killed from outside) with
+// networks in place, and a stale bridge keeps its subnet's route.
+func removeBridgeLeftovers() {
+	createdNetworks.Lock()
+	defer createdNetworks.Unlock()
+	for _, id := range createdNetworks.ids {
+		if len(id) < 12 {
+			continue
+		}
+		br := "br-" + id[:12]
+		if _, err := os.Stat("/sys/class/net/" + br); err != nil {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "integration: teardown: removing leftover bridge %s and its iptables rules\n", br)
+		_ = exec.Command("ip", "link", "del", br).Run()
+		for _, tool := range []string{"iptables", "ip6tables"} {
+			for _, table := range []string{"filter", "nat"} {
+				out, err := exec.Command(tool+"-save", "-t", table).Output()
+				if err != nil {
+					continue
+				}
+				for _, line := range strings.Split(string(out), "\n") {
+					f := strings.Fields(line)
+					if len(f) < 2 || f[0] != "-A" || !slices.Contains(f, br) {
+						continue
+					}
+					f[0] = "-D"
+					_ = exec.Command(tool, append([]string{"-t", table}, f...)...).Run()
+				}
+			}
+		}
+	}
+}
+
+// forwardPolicies reads the FORWARD chain policy of iptables and ip6tables.
+func forwardPolicies() map[string]string {
+	p := map[string]string{}
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		out, err := exec.Command(tool, "-S", "FORWARD").Output()
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(line); len(f) == 3 && f[0] == "-P" && f[1] == "FORWARD" {
+				p[tool] = f[2]
+			}
+		}
+	}
+	return p
+}
+
+// restoreForwardPolicies puts back the policies dockerd found. The chains
+// dockerd created stay: any other dockerd on the host expects them.
+func restoreForwardPolicies(p map[string]string) {
+	if pids := otherDockerds(); len(pids) > 0 {
+		// Another dockerd may have set DROP meanwhile and relies on it.
+		fmt.Printf("integration: leaving the FORWARD policies alone: another dockerd runs (pid %v)\n", pids)
+		return
+	}
+	now := forwardPolicies()
+	for tool, policy := range p {
+		if now[tool] == policy {
+			continue
+		}
+		if out, err := exec.Command(tool, "-P", "FORWARD", policy).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "integration: teardown: %s -P FORWARD %s: %v: %s\n", tool, policy, err, out)
+		}
+	}
+}
+
+// otherDockerds lists the pids of running dockerd processes; call it after
+// the harness's own dockerd has exited.
+func otherDockerds() []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm")); err == nil && strings.TrimSpace(string(comm)) == "dockerd" {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// unmountUnder lazily unmounts anything dockerd left mounted below dir,
+// deepest first, so that removing dir cannot cross into a mount.
+func unmountUnder(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			points = append(points, f[4])
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(points)))
+	for _, p := range points {
+		_ = syscall.Unmount(p, syscall.MNT_DETACH)
+	}
+}
+
+// dumpLogs prints the ends of the daemons' logs and keeps copies, since the
+// temporary directory goes away at teardown.
+func dumpLogs() {
+	if h.tmp == "" {
+		return
+	}
+	keep, err := os.MkdirTemp("", "membrane-it-logs-")
+	if err != nil {
+		keep = ""
+	}
+	for _, p := range []string{h.dockerdLog, h.membraneLog} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "\n===== last 200 lines of %s =====\n%s===== end of %s =====\n", filepath.Base(p), lastLines(string(b), 200), filepath.Base(p))
+		if keep != "" {
+			_ = os.WriteFile(filepath.Join(keep, filepath.Base(p)), b, 0o644)
+		}
+	}
+	if keep != "" {
+		fmt.Fprintf(os.Stderr, "integration: full logs kept in %s\n", keep)
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.SplitAfter(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "")
+}
+
+// logMark remembers how long a log file is, to print what came after.
+type logMark struct {
+	path   string
+	offset int64
+}
+
+func markLog(path string) logMark {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return logMark{path: path}
+	}
+	return logMark{path: path, offset: fi.Size()}
+}
+
+// since returns at most maxLines of what the log gained since the mark.
+func (m logMark) since(maxLines int) string {
+	f, err := os.Open(m.path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if _, err := f.Seek(m.offset, io.SeekStart); err != nil {
+		return ""
+	}
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if len(lines) > maxLines {
+		lines = append([]string{fmt.Sprintf("... (%d earlier lines)", len(lines)-maxLines)}, lines[len(lines)-maxLines:]...)
+	}
+	return strings.Join(lines, "\n")
+}
