@@ -23,7 +23,6 @@
 #include "ipv4.h"
 #include "ipv6.h"
 #include "ndp.h"
-#include "policy.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -221,7 +220,5 @@ int from_container(struct __sk_buff *ctx)
 SEC("tc")
 int to_container(struct __sk_buff *ctx)
 {
-	if (policy_ingress(ctx) != POLICY_ALLOW)
-		return drop(ctx, METRIC_DROP_POLICY);
 	return forward(ctx, METRIC_TO_CONTAINER, TC_ACT_OK);
 }

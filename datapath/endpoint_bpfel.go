@@ -57,7 +57,6 @@ const (
 	endpointMetricReasonMETRIC_DROP_MULTICAST_IP6   endpointMetricReason = 79
 	endpointMetricReasonMETRIC_DROP_IP6EXTHDR_LIMIT endpointMetricReason = 80
 	endpointMetricReasonMETRIC_DROP_ND_REPLY_FAILED endpointMetricReason = 81
-	endpointMetricReasonMETRIC_DROP_POLICY          endpointMetricReason = 82
 )
 
 type endpointMetricsValue struct {

@@ -45,7 +45,6 @@ var reasons = []reason{
 	{endpointMetricReasonMETRIC_DROP_MULTICAST_IP6, "drop_multicast_ip6", true},
 	{endpointMetricReasonMETRIC_DROP_IP6EXTHDR_LIMIT, "drop_ip6_exthdr_limit", true},
 	{endpointMetricReasonMETRIC_DROP_ND_REPLY_FAILED, "drop_nd_reply_failed", true},
-	{endpointMetricReasonMETRIC_DROP_POLICY, "drop_policy", true},
 }
 
 // Counters returns the counter of every reason, in a fixed order, summed

@@ -37,7 +37,6 @@ enum metric_reason {
 	METRIC_DROP_MULTICAST_IP6 = 79,     /* IPv6 multicast (not ND/MLD) */
 	METRIC_DROP_IP6_EXTHDR_LIMIT = 80,  /* too many IPv6 extension headers */
 	METRIC_DROP_ND_REPLY_FAILED = 81,   /* could not resize packet for NA */
-	METRIC_DROP_POLICY = 82,            /* denied by policy */
 };
 
 #define METRIC_MAX_ENTRIES 256
