@@ -45,7 +45,7 @@ func NewAPIHandler(store *state.Store, dp *datapath.Datapath) http.Handler {
 			apiError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, Status{Networks: len(networks), Endpoints: len(endpoints), Counters: counters})
+		writeJSON(w, apiContentType, http.StatusOK, Status{Networks: len(networks), Endpoints: len(endpoints), Counters: counters})
 	})
 	mux.HandleFunc("GET /v1/endpoints", func(w http.ResponseWriter, r *http.Request) {
 		endpoints, err := state.ListEndpoints(store.Read())
@@ -64,12 +64,12 @@ func NewAPIHandler(store *state.Store, dp *datapath.Datapath) http.Handler {
 			}
 			views = append(views, v)
 		}
-		writeJSON(w, http.StatusOK, views)
+		writeJSON(w, apiContentType, http.StatusOK, views)
 	})
 	return mux
 }
 
 // apiError is the management API's error answer: {"Err": message}.
 func apiError(w http.ResponseWriter, err error) {
-	writeJSON(w, httpStatus(err), struct{ Err string }{err.Error()})
+	writeJSON(w, apiContentType, httpStatus(err), struct{ Err string }{err.Error()})
 }

@@ -41,7 +41,10 @@ const (
 	logKeyPath     = "path"
 	logKeyEndpoint = "endpoint"
 	logKeyNetwork  = "network"
-	logKeyCount    = "count"
+	logKeyMap      = "map"
+
+	logKeyPluginSocket = "plugin_socket"
+	logKeyAPISocket    = "api_socket"
 )
 
 // PluginSocket is the path of the socket Docker talks to.
@@ -68,6 +71,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("open datapath: %w", err)
 	}
 	defer dp.Close()
+	for _, m := range dp.ReplacedMaps() {
+		// Reconcile below refills it and re-attaches every endpoint.
+		log.Warn("pinned map did not match this version and was replaced", logKeyMap, m)
+	}
 
 	nl, err := netlink.NewHandle()
 	if err != nil {
@@ -112,7 +119,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			}
 		}()
 	}
-	log.Info("serving", "plugin_socket", cfg.PluginSocket(), "api_socket", cfg.APISocket)
+	log.Info("serving", logKeyPluginSocket, cfg.PluginSocket(), logKeyAPISocket, cfg.APISocket)
 
 	resync := &dockerResync{cfg: cfg, drv: drv, ipam: alloc, store: store, log: log}
 	go resync.loop(ctx)

@@ -18,8 +18,11 @@ import (
 	ipamalloc "github.com/membrane-net/membrane/ipam"
 )
 
-// contentType is the media type of Docker's plugin protocol.
-const contentType = "application/vnd.docker.plugins.v1.2+json"
+// Media types of Docker's plugin protocol and of the management API.
+const (
+	contentType    = "application/vnd.docker.plugins.v1.2+json"
+	apiContentType = "application/json"
+)
 
 // maxRequestBytes bounds a Docker request body; real ones are a few KiB.
 const maxRequestBytes = 1 << 20
@@ -88,7 +91,7 @@ func NewDockerHandler(drv *driver.Driver, alloc *ipamalloc.Allocator, log *slog.
 		mux.Handle("POST "+path, a.serve(path, c))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, network.ErrorResponse{Err: fmt.Sprintf("%s %s: no such plugin method", r.Method, r.URL.Path)})
+		writeJSON(w, contentType, http.StatusNotFound, network.ErrorResponse{Err: fmt.Sprintf("%s %s: no such plugin method", r.Method, r.URL.Path)})
 	})
 	return mux
 }
@@ -110,16 +113,16 @@ func (a *dockerAPI) serve(method string, c call) http.Handler {
 			status := httpStatus(err)
 			a.log.Warn("docker call refused", logKeyMethod, method, logKeyStatus, status,
 				logKeyError, err.Error(), logKeyDuration, time.Since(start))
-			writeJSON(w, status, network.ErrorResponse{Err: err.Error()})
+			writeJSON(w, contentType, status, network.ErrorResponse{Err: err.Error()})
 			return
 		}
 		a.log.Debug("docker call", logKeyMethod, method, logKeyDuration, time.Since(start))
-		writeJSON(w, http.StatusOK, resp)
+		writeJSON(w, contentType, http.StatusOK, resp)
 	})
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", contentType)
+func writeJSON(w http.ResponseWriter, mediaType string, status int, v any) {
+	w.Header().Set("Content-Type", mediaType)
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v) // the peer hung up: nothing left to tell it
 }
