@@ -283,3 +283,22 @@ func hasRoute(routes []netlink.Route, dst string) bool {
 	}
 	return false
 }
+
+// Newer Docker can create networks with no IPv4 at all (--ipv4=false).
+func TestIPv6OnlyNetworkAndEndpoint(t *testing.T) {
+	drv := newTestDriver(t)
+	req := testNetReq
+	req.IPv4 = nil
+	if err := drv.CreateNetwork(req); err != nil {
+		t.Fatalf("CreateNetwork without IPv4: %v", err)
+	}
+	ep := testEpReq
+	ep.IPv4 = netip.Prefix{}
+	if _, err := drv.CreateEndpoint(ep); err != nil {
+		t.Fatalf("CreateEndpoint with only IPv6: %v", err)
+	}
+	j, err := drv.Join("net1", ep.EndpointID, "/x")
+	if err != nil || j.Gateway.IsValid() || j.GatewayIPv6.String() != "fd00:77::1" {
+		t.Fatalf("Join = %+v, %v; want only an IPv6 gateway", j, err)
+	}
+}

@@ -375,18 +375,24 @@ func teardown() {
 }
 
 func stopDockerd() {
-	_ = h.dockerd.Process.Signal(syscall.SIGTERM)
+	terminate("dockerd", h.dockerd.Process, h.dockerdDone, dockerdStopTimeout)
+}
+
+// terminate sends SIGTERM, waits up to grace for done, then SIGKILLs and
+// waits a little more.
+func terminate(name string, p *os.Process, done <-chan struct{}, grace time.Duration) {
+	_ = p.Signal(syscall.SIGTERM)
 	select {
-	case <-h.dockerdDone:
+	case <-done:
 		return
-	case <-time.After(dockerdStopTimeout):
+	case <-time.After(grace):
 	}
-	fmt.Fprintf(os.Stderr, "integration: dockerd ignored SIGTERM for %s, killing it\n", dockerdStopTimeout)
-	_ = h.dockerd.Process.Kill()
+	fmt.Fprintf(os.Stderr, "integration: %s ignored SIGTERM for %s, killing it\n", name, grace)
+	_ = p.Kill()
 	select {
-	case <-h.dockerdDone:
+	case <-done:
 	case <-time.After(5 * time.Second):
-		fmt.Fprintln(os.Stderr, "integration: dockerd survived SIGKILL for 5s")
+		fmt.Fprintf(os.Stderr, "integration: %s survived SIGKILL for 5s\n", name)
 	}
 }
 

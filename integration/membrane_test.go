@@ -232,15 +232,7 @@ func stopMembrane() {
 		return
 	}
 	membrane.killed = true
-	_ = membrane.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-membrane.done:
-		return
-	case <-time.After(membraneStopTimeout):
-	}
-	fmt.Fprintf(os.Stderr, "integration: membrane ignored SIGTERM for %s, killing it\n", membraneStopTimeout)
-	_ = membrane.cmd.Process.Kill()
-	<-membrane.done
+	terminate("membrane", membrane.cmd.Process, membrane.done, membraneStopTimeout)
 }
 
 func isClosed(c <-chan struct{}) bool {

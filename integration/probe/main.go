@@ -109,6 +109,15 @@ func listenTCP(port string) (net.Listener, error) {
 }
 
 func tcpServe(port string) error {
+	return acceptLoop(port, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		_, _ = io.Copy(c, c)
+	})
+}
+
+// acceptLoop serves every connection on port with handle, each in its own
+// goroutine, and closes it afterwards.
+func acceptLoop(port string, handle func(net.Conn)) error {
 	ln, err := listenTCP(port)
 	if err != nil {
 		return err
@@ -120,8 +129,7 @@ func tcpServe(port string) error {
 		}
 		go func() {
 			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-			_, _ = io.Copy(c, c)
+			handle(c)
 		}()
 	}
 }
@@ -144,28 +152,17 @@ func udpServe(port string) error {
 }
 
 func streamServe(port string) error {
-	ln, err := listenTCP(port)
-	if err != nil {
-		return err
-	}
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return fmt.Errorf("accept: %w", err)
-		}
-		go func() {
-			defer c.Close()
-			t := time.NewTicker(streamInterval)
-			defer t.Stop()
-			for i := 0; ; i++ {
-				_ = c.SetWriteDeadline(time.Now().Add(30 * time.Second))
-				if _, err := fmt.Fprintf(c, "%d\n", i); err != nil {
-					return
-				}
-				<-t.C
+	return acceptLoop(port, func(c net.Conn) {
+		t := time.NewTicker(streamInterval)
+		defer t.Stop()
+		for i := 0; ; i++ {
+			_ = c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			if _, err := fmt.Fprintf(c, "%d\n", i); err != nil {
+				return
 			}
-		}()
-	}
+			<-t.C
+		}
+	})
 }
 
 // checkFlags are shared by tcp-check and udp-check.
