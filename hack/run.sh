@@ -45,8 +45,8 @@ docker network inspect demo --format '{{.Name}}: driver {{.Driver}}, subnets {{r
 cat <<'MSG'
 
 membrane is running. Try:
-  docker run -d --name a --network demo membrane-demo/busybox sleep 3600
-  docker run --rm --network demo membrane-demo/busybox ping -c2 a
-  docker run --rm --network demo membrane-demo/busybox ping -6 -c2 a
+  docker run -d --name peer --network demo membrane-demo/busybox sleep 3600
+  docker run --rm --network demo membrane-demo/busybox ping -c2 peer
+  docker run --rm --network demo membrane-demo/busybox ping -6 -c2 peer
   ./bin/membrane status
 MSG
