@@ -36,6 +36,11 @@ type Endpoint struct {
 	IPv6       netip.Prefix // zero when none
 	SandboxKey string       // set by Join, cleared by Leave
 	Created    time.Time
+
+	ContainerID   string            // learnt from Docker, asynchronously; empty until then
+	Labels        map[string]string // identity labels (filtered); nil until known
+	Identity      uint32            // numeric security identity; labels.IdentityInit until labels are known
+	IdentitySince time.Time         // when Identity took effect
 }
 
 // Pool is an address pool handed to Docker by the IPAM driver.
@@ -64,6 +69,25 @@ const (
 	AddressKindAux      = "aux"
 	AddressKindEndpoint = "endpoint"
 )
+
+// Identity is a numeric security identity: one per distinct set of
+// identity labels (endpoint identities, from labels.MinUserIdentity) or per
+// CIDR named in policy (from labels.MinCIDRIdentity). Reserved identities
+// (host, world, init) are constants and never stored.
+type Identity struct {
+	ID      uint32
+	Key     string            // canonical form of Labels; unique
+	Labels  map[string]string // for a CIDR identity: {"cidr:<prefix>": ""}
+	Created time.Time
+}
+
+// Policy is one imported policy rule.
+type Policy struct {
+	Name     string // the rule's "name" label; unnamed rules get "sha256:<hash of Rule>"
+	Rule     []byte // the rule as canonical JSON, validated before insert
+	Revision uint64 // policy revision at which it was imported
+	Imported time.Time
+}
 
 // Meta is a host-wide key/value setting (the generated ULA prefix, for one).
 type Meta struct {
