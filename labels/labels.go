@@ -10,7 +10,8 @@ import (
 type Labels map[string]string
 
 // String is the canonical form: key=value pairs sorted by key, joined by
-// commas. Equal label sets have equal strings.
+// commas, with backslash, comma and equals sign escaped by a backslash, so
+// that equal label sets, and only they, have equal strings.
 func (l Labels) String() string {
 	keys := make([]string, 0, len(l))
 	for k := range l {
@@ -22,12 +23,14 @@ func (l Labels) String() string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(k)
+		b.WriteString(labelEscaper.Replace(k))
 		b.WriteByte('=')
-		b.WriteString(l[k])
+		b.WriteString(labelEscaper.Replace(l[k]))
 	}
 	return b.String()
 }
+
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `,`, `\,`, `=`, `\=`)
 
 // Identity is a numeric security identity.
 type Identity uint32

@@ -32,13 +32,17 @@ const (
 )
 
 // checkpointData is the payload of a checkpoint: every table, each sorted by
-// primary key. New tables are added as new fields.
+// primary key. New tables are added as new fields, which keeps the format
+// version: a checkpoint written before a table existed lacks its field and
+// loads with that table empty (identities and policies arrived this way).
 type checkpointData struct {
-	Networks  []*Network  `json:"networks"`
-	Endpoints []*Endpoint `json:"endpoints"`
-	Pools     []*Pool     `json:"pools"`
-	Addresses []*Address  `json:"addresses"`
-	Meta      []*Meta     `json:"meta"`
+	Networks   []*Network  `json:"networks"`
+	Endpoints  []*Endpoint `json:"endpoints"`
+	Pools      []*Pool     `json:"pools"`
+	Addresses  []*Address  `json:"addresses"`
+	Meta       []*Meta     `json:"meta"`
+	Identities []*Identity `json:"identities"`
+	Policies   []*Policy   `json:"policies"`
 }
 
 func checkpointName(seq uint64) string {
@@ -113,6 +117,12 @@ func encodeCheckpoint(txn *memdb.Txn) ([]byte, error) {
 		return nil, err
 	}
 	if data.Meta, err = ListMeta(txn); err != nil {
+		return nil, err
+	}
+	if data.Identities, err = ListIdentities(txn); err != nil {
+		return nil, err
+	}
+	if data.Policies, err = ListPolicies(txn); err != nil {
 		return nil, err
 	}
 
@@ -216,6 +226,28 @@ func loadTables(txn *memdb.Txn, data *checkpointData) error {
 			return fmt.Errorf("meta %d is null", i)
 		}
 		if err := PutMeta(txn, m.Key, m.Value); err != nil {
+			return err
+		}
+	}
+	for i, id := range data.Identities {
+		if id == nil {
+			return fmt.Errorf("identity %d is null", i)
+		}
+		if _, err := GetIdentity(txn, id.ID); err == nil {
+			return fmt.Errorf("identity %d appears twice", id.ID)
+		}
+		if err := PutIdentity(txn, id); err != nil {
+			return err
+		}
+	}
+	for i, p := range data.Policies {
+		if p == nil {
+			return fmt.Errorf("policy %d is null", i)
+		}
+		if _, err := GetPolicy(txn, p.Name); err == nil {
+			return fmt.Errorf("policy %q appears twice", p.Name)
+		}
+		if err := PutPolicy(txn, p); err != nil {
 			return err
 		}
 	}

@@ -1,6 +1,9 @@
 package state
 
-import "maps"
+import (
+	"bytes"
+	"maps"
+)
 
 // Copy returns a deep copy of n, to change and Put.
 func (n *Network) Copy() *Network {
@@ -20,12 +23,13 @@ func (n *Network) Copy() *Network {
 	return &c
 }
 
-// Copy returns a copy of e, to change and Put.
+// Copy returns a deep copy of e, to change and Put.
 func (e *Endpoint) Copy() *Endpoint {
 	if e == nil {
 		return nil
 	}
 	c := *e
+	c.Labels = maps.Clone(e.Labels)
 	return &c
 }
 
@@ -44,5 +48,25 @@ func (a *Address) Copy() *Address {
 		return nil
 	}
 	c := *a
+	return &c
+}
+
+// Copy returns a deep copy of id, to change and Put.
+func (id *Identity) Copy() *Identity {
+	if id == nil {
+		return nil
+	}
+	c := *id
+	c.Labels = maps.Clone(id.Labels)
+	return &c
+}
+
+// Copy returns a deep copy of p, to change and Put.
+func (p *Policy) Copy() *Policy {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	c.Rule = bytes.Clone(p.Rule)
 	return &c
 }

@@ -1,6 +1,7 @@
 // Package state is membrane's single source of truth: an in-memory
 // hashicorp/go-memdb database of networks, endpoints, IPAM pools, allocated
-// addresses and host-wide settings, checkpointed to disk after every write.
+// addresses, security identities, policy rules and host-wide settings,
+// checkpointed to disk after every write.
 //
 // # Transactions
 //
@@ -33,6 +34,10 @@
 //	12      8     payload length in bytes, big-endian uint64
 //	20      32    SHA-256 of the payload
 //	52      n     payload
+//
+// The payload is a JSON object with one array per table. A table added later
+// is a new field and keeps the format version: older checkpoints, which lack
+// it, load with that table empty.
 //
 // Files are named checkpoint-<sequence, 20 digits>.ckpt; the newest three are
 // kept. [Open] loads the newest checkpoint that passes every check (magic,

@@ -40,3 +40,28 @@ func ListEndpoints(txn *memdb.Txn) ([]*Endpoint, error) {
 func ListEndpointsByNetwork(txn *memdb.Txn, networkID string) ([]*Endpoint, error) {
 	return list[Endpoint](txn, TableEndpoints, IndexNetwork, networkID)
 }
+
+// ListEndpointsByIdentity returns the endpoints that hold identity id, by
+// ID.
+func ListEndpointsByIdentity(txn *memdb.Txn, id uint32) ([]*Endpoint, error) {
+	return list[Endpoint](txn, TableEndpoints, IndexIdentity, id)
+}
+
+// IdentityInUse reports whether any endpoint holds identity id.
+func IdentityInUse(txn *memdb.Txn, id uint32) (bool, error) {
+	raw, err := txn.First(TableEndpoints, IndexIdentity, id)
+	if err != nil {
+		return false, fmt.Errorf("endpoints with identity %d: %w", id, err)
+	}
+	return raw != nil, nil
+}
+
+// ListEndpointsByContainer returns the endpoints of one container, by ID.
+// Endpoints whose container is not known yet are never returned, not even
+// for containerID "".
+func ListEndpointsByContainer(txn *memdb.Txn, containerID string) ([]*Endpoint, error) {
+	if containerID == "" {
+		return nil, nil
+	}
+	return list[Endpoint](txn, TableEndpoints, IndexContainer, containerID)
+}

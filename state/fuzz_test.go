@@ -24,6 +24,8 @@ func FuzzDecodeCheckpoint(f *testing.F) {
 	f.Add([]byte(`{"networks":[{"ID":"a","Index":1,"IPv4":{"Pool":"10.0.0.0/24","Gateway":"10.0.0.1"}}],"pools":[{"ID":"p","AddressSpace":"s","Prefix":"fd00::/64"}]}`))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"addresses":[{"Key":"p|10.0.0.1","PoolID":"p","Addr":"10.0.0.1"}]}`))
+	f.Add([]byte(`{"endpoints":[{"ID":"e","NetworkID":"n","ContainerID":"c","Labels":{"app":"web"},"Identity":256}],` +
+		`"identities":[{"ID":256,"Key":"app=web","Labels":{"app":"web"}},{"ID":257,"Key":""}],"policies":[{"Name":"p","Rule":"e30="}]}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		b := frame(payload)
 		db, err := decodeCheckpoint(b)

@@ -2,6 +2,8 @@ package state
 
 import (
 	"errors"
+	"fmt"
+	"reflect"
 	"testing"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -31,6 +33,11 @@ func TestGetOfMissingObjectWrapsErrNotFound(t *testing.T) {
 	checks["DeleteEndpoint"] = DeleteEndpoint(txn, "e")
 	checks["DeletePool"] = DeletePool(txn, "p")
 	checks["DeleteAddress"] = DeleteAddress(txn, "p", addr("10.0.0.1"))
+	_, checks["GetIdentity"] = GetIdentity(txn, 256)
+	_, checks["GetIdentityByKey"] = GetIdentityByKey(txn, "")
+	_, checks["GetPolicy"] = GetPolicy(txn, "p")
+	checks["DeleteIdentity"] = DeleteIdentity(txn, 256)
+	checks["DeletePolicy"] = DeletePolicy(txn, "p")
 	for name, err := range checks {
 		if !errors.Is(err, ErrNotFound) {
 			t.Errorf("%s of a missing object = %v, want ErrNotFound", name, err)
@@ -162,5 +169,169 @@ func TestCopyIsDeep(t *testing.T) {
 	c.Options["k"] = "changed"
 	if n.IPv4.Gateway.IsValid() || n.Options["k"] != "v" {
 		t.Errorf("changing a copy changed the original: %+v", n)
+	}
+
+	e := &Endpoint{ID: "e", Labels: map[string]string{"app": "web"}}
+	ec := e.Copy()
+	ec.Labels["app"] = "changed"
+	if e.Labels["app"] != "web" {
+		t.Errorf("changing an endpoint copy's labels changed the original: %v", e.Labels)
+	}
+
+	id := &Identity{ID: 256, Key: "app=web", Labels: map[string]string{"app": "web"}}
+	idc := id.Copy()
+	idc.Labels["app"] = "changed"
+	if id.Labels["app"] != "web" {
+		t.Errorf("changing an identity copy's labels changed the original: %v", id.Labels)
+	}
+
+	p := &Policy{Name: "p", Rule: []byte(`{}`)}
+	pc := p.Copy()
+	pc.Rule[0] = '['
+	if string(p.Rule) != `{}` {
+		t.Errorf("changing a policy copy's rule changed the original: %s", p.Rule)
+	}
+}
+
+func TestPutIdentityRefusesKeyOfAnotherIdentity(t *testing.T) {
+	txn := memTxn(t)
+	for _, id := range []*Identity{{ID: 256, Key: "app=web"}, {ID: 257, Key: ""}} {
+		if err := PutIdentity(txn, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := PutIdentity(txn, &Identity{ID: 258, Key: "app=web"}); !errors.Is(err, ErrConflict) {
+		t.Errorf("second identity with key app=web: %v, want ErrConflict", err)
+	}
+	if err := PutIdentity(txn, &Identity{ID: 258, Key: ""}); !errors.Is(err, ErrConflict) {
+		t.Errorf("second identity with the empty key: %v, want ErrConflict", err)
+	}
+	if err := PutIdentity(txn, &Identity{Key: "app=db"}); err == nil {
+		t.Error("identity number 0 accepted")
+	}
+	// Replacing an identity may keep or change its own key.
+	if err := PutIdentity(txn, &Identity{ID: 256, Key: "app=web", Labels: map[string]string{"app": "web"}}); err != nil {
+		t.Errorf("replacing identity 256: %v", err)
+	}
+	if err := PutIdentity(txn, &Identity{ID: 256, Key: "app=api"}); err != nil {
+		t.Errorf("rekeying identity 256: %v", err)
+	}
+	if _, err := GetIdentityByKey(txn, "app=web"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("old key still found after rekeying: %v", err)
+	}
+	if err := DeleteIdentity(txn, 257); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := GetIdentityByKey(txn, ""); !errors.Is(err, ErrNotFound) {
+		t.Errorf("empty key still found after deleting its identity: %v", err)
+	}
+}
+
+func TestFreeIdentityNumberIsLowestFreeInRange(t *testing.T) {
+	tests := []struct {
+		name     string
+		taken    []uint32
+		from, to uint32
+		want     uint32
+		ok       bool
+	}{
+		{"empty", nil, 256, 300, 256, true},
+		{"dense start", []uint32{256, 257}, 256, 300, 258, true},
+		{"gap", []uint32{256, 258}, 256, 300, 257, true},
+		{"below range ignored", []uint32{10, 255}, 256, 300, 256, true},
+		{"from inside a run", []uint32{256, 257, 258, 260}, 257, 300, 259, true},
+		{"last one free", []uint32{256, 257}, 256, 258, 258, true},
+		{"full", []uint32{256, 257, 258}, 256, 258, 0, false},
+		{"full, more above", []uint32{256, 257, 258, 259}, 256, 258, 0, false},
+		{"single free", nil, 300, 300, 300, true},
+		{"single taken", []uint32{300}, 300, 300, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			txn := memTxn(t)
+			for _, n := range tt.taken {
+				if err := PutIdentity(txn, &Identity{ID: n, Key: fmt.Sprint("n=", n)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, ok, err := FreeIdentityNumber(txn, tt.from, tt.to)
+			if err != nil || got != tt.want || ok != tt.ok {
+				t.Errorf("FreeIdentityNumber(%d, %d) = %d, %v, %v; want %d, %v", tt.from, tt.to, got, ok, err, tt.want, tt.ok)
+			}
+		})
+	}
+	if _, _, err := FreeIdentityNumber(memTxn(t), 0, 10); err == nil {
+		t.Error("range starting at the reserved number 0 accepted")
+	}
+	if _, _, err := FreeIdentityNumber(memTxn(t), 10, 9); err == nil {
+		t.Error("empty range accepted")
+	}
+}
+
+func TestEndpointsByIdentityAndContainerFollowReplacement(t *testing.T) {
+	txn := memTxn(t)
+	put := func(e *Endpoint) {
+		t.Helper()
+		if err := PutEndpoint(txn, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(&Endpoint{ID: "e1", NetworkID: "n", Identity: 5})
+	put(&Endpoint{ID: "e2", NetworkID: "n", Identity: 5})
+	ids := endpointIDs(t)
+	if got := ids(ListEndpointsByIdentity(txn, 5)); !reflect.DeepEqual(got, []string{"e1", "e2"}) {
+		t.Errorf("init endpoints = %v, want [e1 e2]", got)
+	}
+	if got := ids(ListEndpointsByContainer(txn, "")); len(got) != 0 {
+		t.Errorf("endpoints of container \"\" = %v, want none", got)
+	}
+	// Labels arrive for e1: it moves to identity 256 and container c1.
+	e1, _ := GetEndpoint(txn, "e1")
+	next := e1.Copy()
+	next.ContainerID, next.Identity = "c1", 256
+	put(next)
+	if got := ids(ListEndpointsByIdentity(txn, 5)); !reflect.DeepEqual(got, []string{"e2"}) {
+		t.Errorf("init endpoints after e1 got labels = %v, want [e2]", got)
+	}
+	if got := ids(ListEndpointsByIdentity(txn, 256)); !reflect.DeepEqual(got, []string{"e1"}) {
+		t.Errorf("endpoints of identity 256 = %v, want [e1]", got)
+	}
+	if got := ids(ListEndpointsByContainer(txn, "c1")); !reflect.DeepEqual(got, []string{"e1"}) {
+		t.Errorf("endpoints of container c1 = %v, want [e1]", got)
+	}
+	for id, want := range map[uint32]bool{5: true, 256: true, 257: false} {
+		if got, err := IdentityInUse(txn, id); err != nil || got != want {
+			t.Errorf("IdentityInUse(%d) = %v, %v; want %v", id, got, err, want)
+		}
+	}
+	if err := DeleteEndpoint(txn, "e1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := IdentityInUse(txn, 256); got {
+		t.Error("identity 256 still in use after its only endpoint was deleted")
+	}
+}
+
+func TestPutPolicyRequiresNameAndJSON(t *testing.T) {
+	txn := memTxn(t)
+	if err := PutPolicy(txn, &Policy{Name: "p", Rule: []byte(`{"endpointSelector":{}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := PutPolicy(txn, &Policy{Rule: []byte(`{}`)}); err == nil {
+		t.Error("policy without a name accepted")
+	}
+	for _, rule := range []string{"", "{", "not json"} {
+		if err := PutPolicy(txn, &Policy{Name: "q", Rule: []byte(rule)}); err == nil {
+			t.Errorf("policy rule %q accepted", rule)
+		}
+	}
+	if err := PutPolicy(txn, &Policy{Name: "p", Rule: []byte(`{"endpointSelector":{"matchLabels":{"a":"b"}}}`), Revision: 2}); err != nil {
+		t.Errorf("replacing policy p: %v", err)
+	}
+	if got, _ := ListPolicies(txn); len(got) != 1 || got[0].Revision != 2 {
+		t.Errorf("policies = %v, want the replaced p only", got)
+	}
+	if err := DeletePolicy(txn, "p"); err != nil {
+		t.Errorf("DeletePolicy(p) = %v", err)
 	}
 }

@@ -8,13 +8,15 @@ import (
 	memdb "github.com/hashicorp/go-memdb"
 )
 
-// Table names. Identities and policies will join them.
+// Table names.
 const (
-	TableNetworks  = "networks"
-	TableEndpoints = "endpoints"
-	TablePools     = "pools"
-	TableAddresses = "addresses"
-	TableMeta      = "meta"
+	TableNetworks   = "networks"
+	TableEndpoints  = "endpoints"
+	TablePools      = "pools"
+	TableAddresses  = "addresses"
+	TableMeta       = "meta"
+	TableIdentities = "identities"
+	TablePolicies   = "policies"
 )
 
 // Index names. IndexID is the primary key of every table. No name may end in
@@ -27,6 +29,9 @@ const (
 	IndexRequest      = "request"    // pools: RequestKey
 	IndexSpaceCIDR    = "space_cidr" // pools: AddressSpace + Prefix (unique)
 	IndexPool         = "pool"       // addresses: PoolID
+	IndexIdentity     = "identity"   // endpoints: Identity
+	IndexContainer    = "container"  // endpoints: ContainerID (endpoints whose container is not known yet are not in it)
+	IndexKey          = "key"        // identities: Key (unique; the empty key is indexed too)
 )
 
 // Schema returns the database schema. Every call returns a fresh value.
@@ -37,6 +42,8 @@ func Schema() *memdb.DBSchema {
 		poolsTableSchema(),
 		addressesTableSchema(),
 		metaTableSchema(),
+		identitiesTableSchema(),
+		policiesTableSchema(),
 	}
 	db := &memdb.DBSchema{Tables: make(map[string]*memdb.TableSchema, len(tables))}
 	for _, t := range tables {
@@ -75,6 +82,15 @@ func endpointsTableSchema() *memdb.TableSchema {
 			IndexNetwork: {
 				Name:    IndexNetwork,
 				Indexer: &memdb.StringFieldIndex{Field: "NetworkID"},
+			},
+			IndexIdentity: {
+				Name:    IndexIdentity,
+				Indexer: &memdb.UintFieldIndex{Field: "Identity"},
+			},
+			IndexContainer: {
+				Name:         IndexContainer,
+				AllowMissing: true,
+				Indexer:      &memdb.StringFieldIndex{Field: "ContainerID"},
 			},
 		},
 	}
@@ -133,6 +149,71 @@ func metaTableSchema() *memdb.TableSchema {
 			},
 		},
 	}
+}
+
+func identitiesTableSchema() *memdb.TableSchema {
+	return &memdb.TableSchema{
+		Name: TableIdentities,
+		Indexes: map[string]*memdb.IndexSchema{
+			IndexID: {
+				Name:    IndexID,
+				Unique:  true,
+				Indexer: &memdb.UintFieldIndex{Field: "ID"},
+			},
+			// The key of the empty label set is "": memdb's
+			// StringFieldIndex treats "" as missing, so a string index
+			// that keeps it is used instead.
+			IndexKey: {
+				Name:    IndexKey,
+				Unique:  true,
+				Indexer: &anyStringFieldIndex{Field: "Key"},
+			},
+		},
+	}
+}
+
+func policiesTableSchema() *memdb.TableSchema {
+	return &memdb.TableSchema{
+		Name: TablePolicies,
+		Indexes: map[string]*memdb.IndexSchema{
+			IndexID: {
+				Name:    IndexID,
+				Unique:  true,
+				Indexer: &memdb.StringFieldIndex{Field: "Name"},
+			},
+		},
+	}
+}
+
+// anyStringFieldIndex indexes a string field, the empty string included.
+// Its key is the string followed by "\x00", like memdb.StringFieldIndex.
+type anyStringFieldIndex struct {
+	Field string
+}
+
+var _ memdb.SingleIndexer = (*anyStringFieldIndex)(nil)
+
+func (x *anyStringFieldIndex) FromObject(obj any) (bool, []byte, error) {
+	v := reflect.Indirect(reflect.ValueOf(obj))
+	if v.Kind() != reflect.Struct {
+		return false, nil, fmt.Errorf("object %T is not a struct", obj)
+	}
+	fv := v.FieldByName(x.Field)
+	if !fv.IsValid() || fv.Kind() != reflect.String {
+		return false, nil, fmt.Errorf("field %q of %T is not a string", x.Field, obj)
+	}
+	return true, []byte(fv.String() + "\x00"), nil
+}
+
+func (x *anyStringFieldIndex) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("want 1 argument (string), got %d", len(args))
+	}
+	s, ok := args[0].(string)
+	if !ok {
+		return nil, fmt.Errorf("argument 0 must be a string: %#v", args[0])
+	}
+	return []byte(s + "\x00"), nil
 }
 
 // stringPrefixFieldIndex indexes a non-empty string field followed by a valid

@@ -17,11 +17,13 @@ import (
 
 // tables is everything a store holds, for comparisons.
 type tables struct {
-	Networks  []*Network
-	Endpoints []*Endpoint
-	Pools     []*Pool
-	Addresses []*Address
-	Meta      []*Meta
+	Networks   []*Network
+	Endpoints  []*Endpoint
+	Pools      []*Pool
+	Addresses  []*Address
+	Meta       []*Meta
+	Identities []*Identity
+	Policies   []*Policy
 }
 
 func dump(t *testing.T, s *Store) tables {
@@ -42,6 +44,12 @@ func dump(t *testing.T, s *Store) tables {
 		t.Fatal(err)
 	}
 	if d.Meta, err = ListMeta(txn); err != nil {
+		t.Fatal(err)
+	}
+	if d.Identities, err = ListIdentities(txn); err != nil {
+		t.Fatal(err)
+	}
+	if d.Policies, err = ListPolicies(txn); err != nil {
 		t.Fatal(err)
 	}
 	return d
@@ -103,8 +111,13 @@ func fill(t *testing.T, s *Store) {
 		}
 		for _, e := range []*Endpoint{
 			{ID: "ep-1", NetworkID: "net-a", HostIfName: "mbr1a2b", PeerIfName: "mbrp1a2b", MAC: "02:42:0a:d2:00:02",
-				IPv4: pfx("10.210.0.2/24"), IPv6: pfx("fd12:3456:789a::2/64"), SandboxKey: "/var/run/docker/netns/abc", Created: created},
-			{ID: "ep-2", NetworkID: "net-b", IPv6: pfx("fd12:3456:789a:1::2/64"), Created: created},
+				IPv4: pfx("10.210.0.2/24"), IPv6: pfx("fd12:3456:789a::2/64"), SandboxKey: "/var/run/docker/netns/abc", Created: created,
+				ContainerID: "c0ffee", Labels: map[string]string{"app": "web", "tier": "front"}, Identity: 256, IdentitySince: created.Add(time.Second)},
+			{ID: "ep-2", NetworkID: "net-b", IPv6: pfx("fd12:3456:789a:1::2/64"), Created: created, Identity: 5},
+			{ID: "ep-3", NetworkID: "net-b", IPv6: pfx("fd12:3456:789a:1::3/64"), Created: created,
+				ContainerID: "c0ffee", Labels: map[string]string{"app": "web", "tier": "front"}, Identity: 256, IdentitySince: created},
+			{ID: "ep-4", NetworkID: "net-b", IPv6: pfx("fd12:3456:789a:1::4/64"), Created: created,
+				ContainerID: "bare", Labels: map[string]string{}, Identity: 257, IdentitySince: created},
 		} {
 			if err := PutEndpoint(txn, e); err != nil {
 				return err
@@ -126,6 +139,23 @@ func fill(t *testing.T, s *Store) {
 			{Key: AddressKey("pool-6", addr("fd12:3456:789a::9")), PoolID: "pool-6", Addr: addr("fd12:3456:789a::9"), Kind: AddressKindAux},
 		} {
 			if err := PutAddress(txn, a); err != nil {
+				return err
+			}
+		}
+		for _, id := range []*Identity{
+			{ID: 256, Key: "app=web,tier=front", Labels: map[string]string{"app": "web", "tier": "front"}, Created: created},
+			{ID: 257, Key: "", Labels: map[string]string{}, Created: created}, // a container without labels
+			{ID: 1 << 24, Key: "cidr:10.0.0.0/8=", Labels: map[string]string{"cidr:10.0.0.0/8": ""}, Created: created},
+		} {
+			if err := PutIdentity(txn, id); err != nil {
+				return err
+			}
+		}
+		for _, p := range []*Policy{
+			{Name: "web-ingress", Rule: []byte(`{"endpointSelector":{"matchLabels":{"app":"web"}}}`), Revision: 3, Imported: created},
+			{Name: "sha256:0123456789abcdef", Rule: []byte(`{"endpointSelector":{}}`), Revision: 2, Imported: created},
+		} {
+			if err := PutPolicy(txn, p); err != nil {
 				return err
 			}
 		}
@@ -156,7 +186,8 @@ func TestCheckpointRoundTripRestoresEveryTable(t *testing.T) {
 	s, _ := mustOpen(t, dir)
 	fill(t, s)
 	want := dump(t, s)
-	if len(want.Networks) != 2 || len(want.Endpoints) != 2 || len(want.Pools) != 2 || len(want.Addresses) != 3 || len(want.Meta) != 1 {
+	if len(want.Networks) != 2 || len(want.Endpoints) != 4 || len(want.Pools) != 2 || len(want.Addresses) != 3 || len(want.Meta) != 1 ||
+		len(want.Identities) != 3 || len(want.Policies) != 2 {
 		t.Fatalf("fill wrote %+v", want)
 	}
 
@@ -179,6 +210,67 @@ func TestCheckpointRoundTripRestoresEveryTable(t *testing.T) {
 	p, err := FindPoolByPrefix(txn, "membrane-local", pfx("10.210.0.0/24"))
 	if err != nil || p.ID != "pool-4" {
 		t.Errorf("FindPoolByPrefix = %v, %v; want pool-4", p, err)
+	}
+	if got := endpointIDs(t)(ListEndpointsByIdentity(txn, 256)); !reflect.DeepEqual(got, []string{"ep-1", "ep-3"}) {
+		t.Errorf("ListEndpointsByIdentity(256) = %v, want [ep-1 ep-3]", got)
+	}
+	if got := endpointIDs(t)(ListEndpointsByContainer(txn, "c0ffee")); !reflect.DeepEqual(got, []string{"ep-1", "ep-3"}) {
+		t.Errorf("ListEndpointsByContainer(c0ffee) = %v, want [ep-1 ep-3]", got)
+	}
+	for key, wantID := range map[string]uint32{"app=web,tier=front": 256, "": 257, "cidr:10.0.0.0/8=": 1 << 24} {
+		if id, err := GetIdentityByKey(txn, key); err != nil || id.ID != wantID {
+			t.Errorf("GetIdentityByKey(%q) = %v, %v; want identity %d", key, id, err, wantID)
+		}
+	}
+	if pol, err := GetPolicy(txn, "web-ingress"); err != nil || pol.Revision != 3 {
+		t.Errorf("GetPolicy(web-ingress) = %v, %v; want revision 3", pol, err)
+	}
+}
+
+// endpointIDs adapts a List helper's results to their IDs.
+func endpointIDs(t *testing.T) func([]*Endpoint, error) []string {
+	return func(eps []*Endpoint, err error) []string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := []string{}
+		for _, e := range eps {
+			ids = append(ids, e.ID)
+		}
+		return ids
+	}
+}
+
+// TestOpenLoadsCheckpointFromBeforeIdentities loads a payload as written
+// before the identities and policies tables and the endpoint identity
+// fields existed: it loads whole, with those tables empty.
+func TestOpenLoadsCheckpointFromBeforeIdentities(t *testing.T) {
+	const old = `{"networks":[{"ID":"net-a","Index":1,"IPv4":{"Pool":"10.210.0.0/24","Gateway":"10.210.0.1"},"IPv6":null,"MTU":0,"Options":null,"Created":"2025-03-14T15:09:26.535897932Z"}],` +
+		`"endpoints":[{"ID":"ep-1","NetworkID":"net-a","HostIfName":"mbr1","PeerIfName":"mbrp1","MAC":"02:42:0a:d2:00:02","IPv4":"10.210.0.2/24","IPv6":"","SandboxKey":"","Created":"2025-03-14T15:09:26.535897932Z"}],` +
+		`"pools":[],"addresses":[],"meta":[{"Key":"ipam.ula-prefix","Value":"fd12:3456:789a::/48"}]}` + "\n"
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, checkpointName(7)), frame([]byte(old)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, r := mustOpen(t, dir)
+	if len(r.Skipped) != 0 || r.Path == "" {
+		t.Fatalf("Restored = %+v, want the old checkpoint loaded", r)
+	}
+	got := dump(t, s)
+	if len(got.Networks) != 1 || len(got.Endpoints) != 1 || len(got.Meta) != 1 || len(got.Identities) != 0 || len(got.Policies) != 0 {
+		t.Fatalf("loaded %+v, want one network, one endpoint, one setting, no identities or policies", got)
+	}
+	if ep := got.Endpoints[0]; ep.ContainerID != "" || ep.Labels != nil || ep.Identity != 0 {
+		t.Errorf("old endpoint = %+v, want no container, labels or identity", ep)
+	}
+	// The next write carries the new tables.
+	mustWrite(t, s, func(txn *memdb.Txn) error {
+		return PutIdentity(txn, &Identity{ID: 256, Key: "app=web", Labels: map[string]string{"app": "web"}})
+	})
+	s2, _ := mustOpen(t, dir)
+	if got := dump(t, s2); len(got.Identities) != 1 || len(got.Networks) != 1 {
+		t.Errorf("after a write and reopen: %+v, want the network and the new identity", got)
 	}
 }
 
@@ -314,15 +406,24 @@ func TestDecodeCheckpointRejectsEverySingleBitFlip(t *testing.T) {
 func TestDecodeCheckpointRejectsValidChecksumOverBadContent(t *testing.T) {
 	// A writer bug (not disk corruption) is still refused whole.
 	cases := map[string]string{
-		"not JSON":           `{"networks": [`,
-		"null object":        `{"networks": [null]}`,
-		"duplicate index":    `{"networks": [{"ID":"a","Index":1},{"ID":"b","Index":1}]}`,
-		"pool without ID":    `{"pools": [{"AddressSpace":"s","Prefix":"10.0.0.0/24"}]}`,
-		"address bad key":    `{"addresses": [{"Key":"x","PoolID":"p","Addr":"10.0.0.1"}]}`,
-		"endpoint no net":    `{"endpoints": [{"ID":"e"}]}`,
-		"bad prefix":         `{"pools": [{"ID":"p","AddressSpace":"s","Prefix":"10.0.0.0/99"}]}`,
-		"network index 0":    `{"networks": [{"ID":"a"}]}`,
-		"network without ID": `{"meta": [{"Key":"k","Value":"v"}], "networks": [{"ID":"","Index":3}]}`,
+		"not JSON":            `{"networks": [`,
+		"null object":         `{"networks": [null]}`,
+		"duplicate index":     `{"networks": [{"ID":"a","Index":1},{"ID":"b","Index":1}]}`,
+		"pool without ID":     `{"pools": [{"AddressSpace":"s","Prefix":"10.0.0.0/24"}]}`,
+		"address bad key":     `{"addresses": [{"Key":"x","PoolID":"p","Addr":"10.0.0.1"}]}`,
+		"endpoint no net":     `{"endpoints": [{"ID":"e"}]}`,
+		"bad prefix":          `{"pools": [{"ID":"p","AddressSpace":"s","Prefix":"10.0.0.0/99"}]}`,
+		"network index 0":     `{"networks": [{"ID":"a"}]}`,
+		"network without ID":  `{"meta": [{"Key":"k","Value":"v"}], "networks": [{"ID":"","Index":3}]}`,
+		"null identity":       `{"identities": [null]}`,
+		"identity number 0":   `{"identities": [{"ID":0,"Key":"a=b"}]}`,
+		"identity twice":      `{"identities": [{"ID":256,"Key":"a=b"},{"ID":256,"Key":"a=c"}]}`,
+		"shared key":          `{"identities": [{"ID":256,"Key":"a=b"},{"ID":257,"Key":"a=b"}]}`,
+		"two empty keys":      `{"identities": [{"ID":256,"Key":""},{"ID":257}]}`,
+		"null policy":         `{"policies": [null]}`,
+		"policy without name": `{"policies": [{"Rule":"e30="}]}`,
+		"policy not JSON":     `{"policies": [{"Name":"p","Rule":"ew=="}]}`,
+		"policy twice":        `{"policies": [{"Name":"p","Rule":"e30="},{"Name":"p","Rule":"W10="}]}`,
 	}
 	for name, payload := range cases {
 		t.Run(name, func(t *testing.T) {
