@@ -105,17 +105,23 @@ func (r Requirement) Matches(l Labels) bool {
 // Validate returns nil for a valid selector, or the errors.Join of one
 // *SelectorError per problem, in a stable order.
 func (s Selector) Validate() error {
+	if s.Empty() || s.plainlyValid() {
+		return nil
+	}
 	var errs []error
 	fail := func(path, format string, args ...any) {
 		errs = append(errs, &SelectorError{Path: path, Msg: fmt.Sprintf(format, args...)})
 	}
-	seen := make(map[string]string, len(s.MatchLabels)) // label key -> selector key
+	var seen map[string]string // label key -> selector key
 	keys := make([]string, 0, len(s.MatchLabels))
 	for k := range s.MatchLabels {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
+		if seen == nil {
+			seen = make(map[string]string, len(keys))
+		}
 		path := "matchLabels[" + strconv.Quote(k) + "]"
 		if msg := checkKey(k); msg != "" {
 			fail(path, "%s", msg)
@@ -147,6 +153,35 @@ func (s Selector) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// plainlyValid is Validate's fast path: true when nothing is wrong and
+// no key is written with a source prefix (so no two keys can name the
+// same label). It allocates nothing.
+func (s Selector) plainlyValid() bool {
+	for k := range s.MatchLabels {
+		if k == "" || strings.IndexByte(k, ':') >= 0 {
+			return false
+		}
+	}
+	for _, r := range s.MatchExpressions {
+		if r.Key == "" || strings.IndexByte(r.Key, ':') >= 0 {
+			return false
+		}
+		switch r.Operator {
+		case OpIn, OpNotIn:
+			if len(r.Values) == 0 {
+				return false
+			}
+		case OpExists, OpDoesNotExist:
+			if len(r.Values) != 0 {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // checkKey returns what is wrong with a selector key, or "".

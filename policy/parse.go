@@ -1,0 +1,194 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Parse reads a policy document: a JSON or YAML array of rules, or a
+// single rule object. JSON is assumed when the first non-blank character
+// is '[' or '{', YAML otherwise. The whole document is checked before
+// anything is returned: unknown fields, duplicate keys, values of the
+// wrong type or out of range, two rules with the same name. On any
+// problem Parse returns no rules and an error matching ErrInvalidPolicy
+// that lists every problem (up to 50) as a *FieldError naming its field.
+//
+// The rules returned are normalized so that equal meaning gives equal
+// rules: protocols upper case (an absent one is ANY), ports and ICMP type
+// numbers in decimal, ICMP families spelled IPv4 or IPv6 (an absent one
+// is IPv4), CIDRs masked (a bare address becomes a /32 or /128), and
+// empty lists that mean nothing dropped. Peer lists keep the difference
+// between absent and empty.
+func Parse(data []byte) ([]Rule, error) {
+	// Paths cost more than everything else; a valid document, the usual
+	// case, needs none. Only a document with problems is read again with
+	// paths, for the messages.
+	rules, err := parse(data, false)
+	if err != nil {
+		if _, withPaths := parse(data, true); withPaths != nil {
+			err = withPaths
+		}
+		return nil, err
+	}
+	return rules, nil
+}
+
+func parse(data []byte, withPaths bool) ([]Rule, error) {
+	tree, err := parseTree(data, withPaths)
+	if err != nil {
+		return nil, err
+	}
+	d := &decoder{paths: withPaths}
+	var (
+		rules      []Rule
+		paths      []string
+		decodeErrs [][]error // problems found decoding each rule
+	)
+	decode := func(n *node, path string) {
+		before := len(d.errs)
+		rules = append(rules, d.rule(n, path))
+		paths = append(paths, path)
+		decodeErrs = append(decodeErrs, d.errs[before:len(d.errs):len(d.errs)])
+	}
+	switch tree.kind {
+	case kindArray:
+		d.array(tree, "", func(_ int, v *node, p string) { decode(v, p) })
+	case kindObject:
+		decode(tree, "")
+	default:
+		d.want("", "an array of rules or a rule object", tree)
+	}
+
+	errs := d.errs
+	names := map[string]string{} // name -> path of the rule
+	for i := range rules {
+		if _, ruleErrs := compileRule(&rules[i], paths[i], true, withPaths); len(ruleErrs) > 0 {
+			errs = append(errs, covered(ruleErrs, paths[i], decodeErrs[i])...)
+			continue
+		}
+		if len(decodeErrs[i]) > 0 {
+			continue
+		}
+		if name := Name(rules[i]); name != "" {
+			if other, dup := names[name]; dup {
+				errs = append(errs, &FieldError{Path: childPath(paths[i], "labels"),
+					Msg: fmt.Sprintf("rule name %q is also the name of rule %s", name, other)})
+			}
+			names[name] = paths[i]
+		}
+	}
+	if len(errs) > 0 {
+		// Problems found while decoding and while checking values are
+		// both in document order within each pass; sort them together.
+		slices.SortStableFunc(errs, func(a, b error) int { return comparePaths(pathOf(a), pathOf(b)) })
+		return nil, joinErrors(errs)
+	}
+	if rules == nil {
+		rules = []Rule{}
+	}
+	return rules, nil
+}
+
+// covered drops the value problems of a rule that only echo a problem
+// found while decoding it: those at or under a field that did not decode
+// (it holds a zero value), and those about the rule as a whole.
+func covered(errs []error, rulePath string, decodeErrs []error) []error {
+	if len(decodeErrs) == 0 {
+		return errs
+	}
+	var out []error
+next:
+	for _, err := range errs {
+		p := pathOf(err)
+		if p == rulePath {
+			continue
+		}
+		for _, de := range decodeErrs {
+			dp := pathOf(de)
+			if p == dp || strings.HasPrefix(p, dp+".") || strings.HasPrefix(p, dp+"[") {
+				continue next
+			}
+		}
+		out = append(out, err)
+	}
+	return out
+}
+
+func pathOf(err error) string {
+	if fe, ok := err.(*FieldError); ok {
+		return fe.Path
+	}
+	return ""
+}
+
+// comparePaths orders paths by the index of the rule they are in, so that
+// problems of one rule stay together; within a rule the order is kept.
+func comparePaths(a, b string) int {
+	return ruleIndex(a) - ruleIndex(b)
+}
+
+func ruleIndex(path string) int {
+	if len(path) < 3 || path[0] != '[' {
+		return 0
+	}
+	n := 0
+	for i := 1; i < len(path) && path[i] != ']'; i++ {
+		if path[i] < '0' || path[i] > '9' {
+			return 0
+		}
+		n = n*10 + int(path[i]-'0')
+	}
+	return n
+}
+
+// CIDRs returns every prefix the rules name (fromCIDR, toCIDR, the cidr
+// and except of fromCIDRSet and toCIDRSet), masked, without duplicates,
+// sorted (IPv4 first, then by address, then by length). Each needs a CIDR
+// identity in Input.CIDRs. Values that do not parse are skipped.
+func CIDRs(rules []Rule) []netip.Prefix {
+	var out []netip.Prefix
+	add := func(s string, bareIP bool) {
+		if p, msg := parseCIDR(s, bareIP); msg == "" {
+			out = append(out, p)
+		}
+	}
+	peers := func(cidr []string, sets []CIDRRule) {
+		for _, s := range cidr {
+			add(s, true)
+		}
+		for _, set := range sets {
+			add(set.Cidr, false)
+			for _, e := range set.Except {
+				add(e, false)
+			}
+		}
+	}
+	for i := range rules {
+		r := &rules[i]
+		for _, s := range r.Ingress {
+			peers(s.FromCIDR, s.FromCIDRSet)
+		}
+		for _, s := range r.IngressDeny {
+			peers(s.FromCIDR, s.FromCIDRSet)
+		}
+		for _, s := range r.Egress {
+			peers(s.ToCIDR, s.ToCIDRSet)
+		}
+		for _, s := range r.EgressDeny {
+			peers(s.ToCIDR, s.ToCIDRSet)
+		}
+	}
+	slices.SortFunc(out, comparePrefixes)
+	return slices.Compact(out)
+}
+
+// comparePrefixes orders IPv4 before IPv6, then by address, then by
+// length, so the prefixes inside a prefix P are contiguous from P on.
+func comparePrefixes(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
