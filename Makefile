@@ -6,7 +6,13 @@ BIN       := bin/membrane
 PLUGIN    ?= membrane
 PLUGIN_TAG ?= latest
 
-.PHONY: build generate check-generate vet test test-unit plugin run bench clean
+.PHONY: build generate check-generate vet test test-unit fuzz plugin run bench clean
+
+# Fuzz targets (package:function), run briefly by `make test`; run them
+# longer by hand with e.g. `make fuzz FUZZTIME=10m`.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := ./state:FuzzDecodeCheckpoint ./policy:FuzzParse \
+	./plugin:FuzzIPAMRequests ./plugin:FuzzNetworkDriverDecoding ./datapath:FuzzFromContainer
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/membrane
@@ -24,10 +30,19 @@ vet:
 	$(GO) vet ./...
 
 # The whole test suite: generated code up to date, vet, unit tests, BPF
-# program tests, namespace tests and the integration suite against a real
-# dockerd (needs root; unprivileged runs skip what needs it, saying why).
+# program tests, namespace tests, the integration suite against a real
+# dockerd (needs root; unprivileged runs skip what needs it, saying why),
+# then a short run of every fuzz target.
 test: check-generate vet
 	$(GO) test -count=1 -timeout 40m ./...
+	$(MAKE) fuzz
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
 
 # Everything but the integration suite.
 test-unit:

@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/membrane-net/membrane/datapath"
+	"github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/state"
 )
 
@@ -276,6 +277,9 @@ func (d *Driver) CreateEndpoint(req EndpointRequest) (string, error) {
 			ID: req.EndpointID, NetworkID: req.NetworkID,
 			HostIfName: hostIfName(req.EndpointID), PeerIfName: peerIfName(req.EndpointID),
 			MAC: mac.String(), IPv4: req.IPv4, IPv6: req.IPv6, Created: d.cfg.Now(),
+			// Labels reach membrane later, from Docker's events: until then
+			// the endpoint may do nothing but come up.
+			Identity: uint32(labels.IdentityInit),
 		}
 		return state.PutEndpoint(txn, ep)
 	})
@@ -327,6 +331,10 @@ func (d *Driver) realizeEndpoint(nw *state.Network, ep *state.Endpoint) error {
 		HostMAC:      link.Attrs().HardwareAddr,
 		MAC:          mac,
 		NetworkIndex: nw.Index,
+		Identity:     ep.Identity,
+	}
+	if dpe.Identity == 0 {
+		dpe.Identity = uint32(labels.IdentityInit)
 	}
 	if ep.IPv4.IsValid() {
 		dpe.IPv4 = ep.IPv4.Addr()

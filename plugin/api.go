@@ -1,72 +1,296 @@
 package plugin
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/membrane-net/membrane/datapath"
+	"github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/state"
 )
 
+// maxPolicyBytes bounds a policy import.
+const maxPolicyBytes = 64 << 20
+
 // Status is the answer of GET /v1/status.
 type Status struct {
-	Networks  int                `json:"networks"`
-	Endpoints int                `json:"endpoints"`
-	Counters  []datapath.Counter `json:"counters"`
+	Networks       int                `json:"networks"`
+	Endpoints      int                `json:"endpoints"`
+	Identities     int                `json:"identities"`
+	PolicyRules    int                `json:"policyRules"`
+	PolicyRevision uint64             `json:"policyRevision"`
+	Lockdown       []uint32           `json:"lockdown,omitempty"` // identities denied everything because the policy map is full
+	Counters       []datapath.Counter `json:"counters"`
 }
 
-// EndpointView is one row of GET /v1/endpoints.
+// EndpointView is one endpoint as the API shows it.
 type EndpointView struct {
-	ID         string `json:"id"`
-	NetworkID  string `json:"networkId"`
-	Interface  string `json:"interface"`
-	MAC        string `json:"mac"`
-	IPv4       string `json:"ipv4,omitempty"`
-	IPv6       string `json:"ipv6,omitempty"`
-	SandboxKey string `json:"sandboxKey,omitempty"`
+	ID            string            `json:"id"`
+	NetworkID     string            `json:"networkId"`
+	ContainerID   string            `json:"containerId,omitempty"`
+	Interface     string            `json:"interface"`
+	MAC           string            `json:"mac"`
+	IPv4          string            `json:"ipv4,omitempty"`
+	IPv6          string            `json:"ipv6,omitempty"`
+	Identity      uint32            `json:"identity"`
+	IdentityName  string            `json:"identityName,omitempty"` // for reserved identities: "init"
+	IdentitySince *time.Time        `json:"identitySince,omitempty"`
+	Labels        map[string]string `json:"labels,omitempty"`
+	PolicyIngress bool              `json:"policyIngress"` // default-deny for ingress: some rule selects it
+	PolicyEgress  bool              `json:"policyEgress"`
+	Lockdown      bool              `json:"lockdown,omitempty"`
+	SandboxKey    string            `json:"sandboxKey,omitempty"`
+}
+
+// IdentityView is one identity as the API shows it.
+type IdentityView struct {
+	ID        uint32            `json:"id"`
+	Reserved  string            `json:"reserved,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Endpoints []string          `json:"endpoints,omitempty"`
+}
+
+// PolicyView is the answer of GET /v1/policy.
+type PolicyView struct {
+	Revision uint64            `json:"revision"`
+	Rules    []json.RawMessage `json:"rules"`
+}
+
+// RevisionView answers policy changes.
+type RevisionView struct {
+	Revision uint64 `json:"revision"`
+}
+
+// apiServer serves the management API.
+type apiServer struct {
+	store  *state.Store
+	dp     *datapath.Datapath
+	ctl    *controller
+	events *eventHub
 }
 
 // NewAPIHandler returns the management API the membrane CLI talks to.
-func NewAPIHandler(store *state.Store, dp *datapath.Datapath) http.Handler {
+func newAPIHandler(s *apiServer) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		txn := store.Read()
-		networks, err := state.ListNetworks(txn)
-		if err != nil {
-			apiError(w, err)
-			return
-		}
-		endpoints, err := state.ListEndpoints(txn)
-		if err != nil {
-			apiError(w, err)
-			return
-		}
-		counters, err := dp.Counters()
-		if err != nil {
-			apiError(w, err)
-			return
-		}
-		writeJSON(w, apiContentType, http.StatusOK, Status{Networks: len(networks), Endpoints: len(endpoints), Counters: counters})
-	})
-	mux.HandleFunc("GET /v1/endpoints", func(w http.ResponseWriter, r *http.Request) {
-		endpoints, err := state.ListEndpoints(store.Read())
-		if err != nil {
-			apiError(w, err)
-			return
-		}
-		views := make([]EndpointView, 0, len(endpoints))
-		for _, ep := range endpoints {
-			v := EndpointView{ID: ep.ID, NetworkID: ep.NetworkID, Interface: ep.HostIfName, MAC: ep.MAC, SandboxKey: ep.SandboxKey}
-			if ep.IPv4.IsValid() {
-				v.IPv4 = ep.IPv4.String()
-			}
-			if ep.IPv6.IsValid() {
-				v.IPv6 = ep.IPv6.String()
-			}
-			views = append(views, v)
-		}
-		writeJSON(w, apiContentType, http.StatusOK, views)
+	mux.HandleFunc("GET /v1/status", s.status)
+	mux.HandleFunc("GET /v1/endpoints", s.listEndpoints)
+	mux.HandleFunc("GET /v1/endpoints/{id}", s.getEndpoint)
+	mux.HandleFunc("GET /v1/identities", s.listIdentities)
+	mux.HandleFunc("GET /v1/identities/{id}", s.getIdentity)
+	mux.HandleFunc("GET /v1/policy", s.getPolicy)
+	mux.HandleFunc("PUT /v1/policy", s.importPolicy)
+	mux.HandleFunc("DELETE /v1/policy", s.deleteAllPolicy)
+	mux.HandleFunc("DELETE /v1/policy/{name...}", s.deletePolicy)
+	mux.HandleFunc("GET /v1/monitor", s.monitor)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		apiError(w, fmt.Errorf("%w: %s %s: no such API call", errNotFound, r.Method, r.URL.Path))
 	})
 	return mux
+}
+
+var errNotFound = errors.New("not found")
+
+func (s *apiServer) status(w http.ResponseWriter, r *http.Request) {
+	txn := s.store.Read()
+	var st Status
+	networks, err := state.ListNetworks(txn)
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	endpoints, err := state.ListEndpoints(txn)
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	identities, err := state.ListIdentities(txn)
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	rules, err := state.ListPolicies(txn)
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	if st.Counters, err = s.dp.Counters(); err != nil {
+		apiError(w, err)
+		return
+	}
+	st.Networks, st.Endpoints, st.Identities, st.PolicyRules = len(networks), len(endpoints), len(identities), len(rules)
+	st.PolicyRevision, st.Lockdown = s.ctl.status()
+	writeJSON(w, apiContentType, http.StatusOK, st)
+}
+
+func (s *apiServer) endpointView(ep *state.Endpoint) EndpointView {
+	v := EndpointView{
+		ID: ep.ID, NetworkID: ep.NetworkID, ContainerID: ep.ContainerID, Interface: ep.HostIfName,
+		MAC: ep.MAC, Identity: ep.Identity, IdentityName: labels.Identity(ep.Identity).Reserved(),
+		Labels: ep.Labels, SandboxKey: ep.SandboxKey,
+	}
+	if ep.IPv4.IsValid() {
+		v.IPv4 = ep.IPv4.String()
+	}
+	if ep.IPv6.IsValid() {
+		v.IPv6 = ep.IPv6.String()
+	}
+	if !ep.IdentitySince.IsZero() {
+		since := ep.IdentitySince
+		v.IdentitySince = &since
+	}
+	enf, lockdown, _ := s.ctl.enforcementOf(ep.Identity)
+	v.PolicyIngress, v.PolicyEgress, v.Lockdown = enf.Ingress || lockdown, enf.Egress || lockdown, lockdown
+	return v
+}
+
+func (s *apiServer) listEndpoints(w http.ResponseWriter, r *http.Request) {
+	endpoints, err := state.ListEndpoints(s.store.Read())
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	views := make([]EndpointView, 0, len(endpoints))
+	for _, ep := range endpoints {
+		views = append(views, s.endpointView(ep))
+	}
+	writeJSON(w, apiContentType, http.StatusOK, views)
+}
+
+// getEndpoint finds an endpoint by ID, unique ID prefix, or container ID
+// (prefix).
+func (s *apiServer) getEndpoint(w http.ResponseWriter, r *http.Request) {
+	want := r.PathValue("id")
+	endpoints, err := state.ListEndpoints(s.store.Read())
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	var found []*state.Endpoint
+	for _, ep := range endpoints {
+		if strings.HasPrefix(ep.ID, want) || (ep.ContainerID != "" && strings.HasPrefix(ep.ContainerID, want)) {
+			found = append(found, ep)
+		}
+	}
+	switch {
+	case len(found) == 0:
+		apiError(w, fmt.Errorf("%w: no endpoint or container %q (see `membrane endpoint list`)", errNotFound, want))
+	case len(found) > 1:
+		apiError(w, fmt.Errorf("%w: %q matches %d endpoints: give more of the ID", errBadRequest, want, len(found)))
+	default:
+		writeJSON(w, apiContentType, http.StatusOK, s.endpointView(found[0]))
+	}
+}
+
+func (s *apiServer) identityViews() ([]IdentityView, error) {
+	txn := s.store.Read()
+	ids, err := state.ListIdentities(txn)
+	if err != nil {
+		return nil, err
+	}
+	endpoints, err := state.ListEndpoints(txn)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[uint32][]string{}
+	for _, ep := range endpoints {
+		byID[ep.Identity] = append(byID[ep.Identity], ep.ID)
+	}
+	var views []IdentityView
+	for _, id := range []labels.Identity{labels.IdentityHost, labels.IdentityWorld, labels.IdentityInit} {
+		views = append(views, IdentityView{ID: uint32(id), Reserved: id.Reserved(), Endpoints: byID[uint32(id)]})
+	}
+	for _, id := range ids {
+		views = append(views, IdentityView{ID: id.ID, Labels: id.Labels, Endpoints: byID[id.ID]})
+	}
+	sort.Slice(views, func(i, j int) bool { return views[i].ID < views[j].ID })
+	return views, nil
+}
+
+func (s *apiServer) listIdentities(w http.ResponseWriter, r *http.Request) {
+	views, err := s.identityViews()
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	writeJSON(w, apiContentType, http.StatusOK, views)
+}
+
+func (s *apiServer) getIdentity(w http.ResponseWriter, r *http.Request) {
+	want, err := strconv.ParseUint(r.PathValue("id"), 10, 32)
+	if err != nil {
+		apiError(w, fmt.Errorf("%w: identity %q: want a number", errBadRequest, r.PathValue("id")))
+		return
+	}
+	views, err := s.identityViews()
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	for _, v := range views {
+		if v.ID == uint32(want) {
+			writeJSON(w, apiContentType, http.StatusOK, v)
+			return
+		}
+	}
+	apiError(w, fmt.Errorf("%w: no identity %d (see `membrane identity list`)", errNotFound, want))
+}
+
+func (s *apiServer) getPolicy(w http.ResponseWriter, r *http.Request) {
+	txn := s.store.Read()
+	rows, err := state.ListPolicies(txn)
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	rev, err := policyRevisionTxn(txn)
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	v := PolicyView{Revision: rev, Rules: make([]json.RawMessage, 0, len(rows))}
+	for _, row := range rows {
+		v.Rules = append(v.Rules, json.RawMessage(row.Rule))
+	}
+	writeJSON(w, apiContentType, http.StatusOK, v)
+}
+
+func (s *apiServer) importPolicy(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPolicyBytes))
+	if err != nil {
+		apiError(w, fmt.Errorf("%w: read policy: %w", errBadRequest, err))
+		return
+	}
+	rev, err := s.ctl.ImportPolicy(body)
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	writeJSON(w, apiContentType, http.StatusOK, RevisionView{Revision: rev})
+}
+
+func (s *apiServer) deletePolicy(w http.ResponseWriter, r *http.Request) {
+	rev, err := s.ctl.DeletePolicy(r.PathValue("name"), false)
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	writeJSON(w, apiContentType, http.StatusOK, RevisionView{Revision: rev})
+}
+
+func (s *apiServer) deleteAllPolicy(w http.ResponseWriter, r *http.Request) {
+	rev, err := s.ctl.DeletePolicy("", true)
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	writeJSON(w, apiContentType, http.StatusOK, RevisionView{Revision: rev})
 }
 
 // apiError is the management API's error answer: {"Err": message}.

@@ -13,12 +13,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/docker/docker/client"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/membrane-net/membrane/datapath"
 	"github.com/membrane-net/membrane/driver"
 	ipamalloc "github.com/membrane-net/membrane/ipam"
+	"github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/state"
 )
 
@@ -34,14 +36,25 @@ type Config struct {
 	IPv4Range  netip.Prefix  // where dynamic IPv4 pools come from
 	StaleGrace time.Duration // how young an endpoint Docker does not list may be before it is collected
 	Resync     time.Duration // how often state is compared with Docker
+
+	PolicyDir        string   // policy files imported at start; empty for none
+	IdentityLabels   []string // label filter patterns (labels.NewFilter)
+	MetricsAddress   string   // Prometheus /metrics listener; empty for none
+	ManageForwarding bool     // turn on forwarding and accept membrane traffic in FORWARD
 }
 
 // Log attribute keys of the daemon.
 const (
-	logKeyPath     = "path"
-	logKeyEndpoint = "endpoint"
-	logKeyNetwork  = "network"
-	logKeyMap      = "map"
+	logKeyPath       = "path"
+	logKeyEndpoint   = "endpoint"
+	logKeyNetwork    = "network"
+	logKeyMap        = "map"
+	logKeyIdentity   = "identity"
+	logKeyIdentities = "identities"
+	logKeyLabels     = "labels"
+	logKeyRevision   = "revision"
+	logKeyRules      = "rules"
+	logKeyAddress    = "address"
 
 	logKeyPluginSocket = "plugin_socket"
 	logKeyAPISocket    = "api_socket"
@@ -97,6 +110,32 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		// Each failure concerns one object; the rest is serving.
 		log.Error("reconcile with the kernel", logKeyError, err.Error())
 	}
+	if cfg.ManageForwarding {
+		if err := driver.EnableForwarding(); err != nil {
+			log.Error("traffic beyond the host may be dropped", logKeyError, err.Error())
+		}
+	}
+
+	filter, err := labels.NewFilter(cfg.IdentityLabels)
+	if err != nil {
+		return fmt.Errorf("--identity-labels: %w", err)
+	}
+	ctl := &controller{
+		store: store, dp: dp, nl: nl, filter: filter, log: log, now: time.Now,
+		alloc: labels.NewAllocator(store, time.Now),
+	}
+	if err := ctl.Recompute(); err != nil {
+		return fmt.Errorf("apply stored policy: %w", err)
+	}
+	if err := importPolicyDir(ctl, cfg.PolicyDir, log); err != nil {
+		return err
+	}
+
+	docker, err := client.NewClientWithOpts(client.WithHost(cfg.DockerHost), client.WithAPIVersionNegotiation())
+	if err != nil {
+		return fmt.Errorf("docker client for %s: %w", cfg.DockerHost, err)
+	}
+	defer docker.Close()
 
 	pluginLn, err := listenUnix(cfg.PluginSocket(), 0o600)
 	if err != nil {
@@ -107,11 +146,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		pluginLn.Close()
 		return err
 	}
+	api := &apiServer{store: store, dp: dp, ctl: ctl, events: &eventHub{dp: dp, log: log}}
 	servers := []*http.Server{
 		newServer(NewDockerHandler(drv, alloc, log), log),
-		newServer(NewAPIHandler(store, dp), log),
+		newServer(newAPIHandler(api), log),
 	}
-	errc := make(chan error, len(servers))
+	errc := make(chan error, len(servers)+2)
 	for i, ln := range []net.Listener{pluginLn, apiLn} {
 		go func() {
 			if err := servers[i].Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -121,7 +161,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	log.Info("serving", logKeyPluginSocket, cfg.PluginSocket(), logKeyAPISocket, cfg.APISocket)
 
-	resync := &dockerResync{cfg: cfg, drv: drv, ipam: alloc, store: store, log: log}
+	go func() {
+		if err := api.events.run(ctx); err != nil {
+			errc <- err
+		}
+	}()
+	if cfg.MetricsAddress != "" {
+		go func() {
+			if err := serveMetrics(ctx, cfg.MetricsAddress, api, log); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	watcher := labels.NewWatcher(docker, log, ctl.onLabels)
+	go watcher.Run(ctx)
+	resync := &dockerResync{cfg: cfg, drv: drv, ipam: alloc, store: store, docker: docker, log: log}
 	go resync.loop(ctx)
 
 	select {
@@ -216,4 +270,35 @@ func hostRoutes(nl *netlink.Handle) ([]netip.Prefix, error) {
 		out = append(out, netip.PrefixFrom(ip.Unmap(), ones).Masked())
 	}
 	return out, nil
+}
+
+// importPolicyDir imports every .json, .yaml and .yml file of dir, in name
+// order. A bad file stops the start: running with half the intended policy
+// would be worse than not running.
+func importPolicyDir(ctl *controller, dir string, log *slog.Logger) error {
+	if dir == "" {
+		return nil
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("--policy-dir: %w", err)
+	}
+	for _, e := range entries {
+		switch filepath.Ext(e.Name()) {
+		case ".json", ".yaml", ".yml":
+		default:
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("--policy-dir: %w", err)
+		}
+		rev, err := ctl.ImportPolicy(data)
+		if err != nil {
+			return fmt.Errorf("--policy-dir: %s: %w", path, err)
+		}
+		log.Info("policy file imported", logKeyPath, path, logKeyRevision, rev)
+	}
+	return nil
 }

@@ -18,7 +18,7 @@ import (
 // newIPAMOnlyHandler serves the Docker protocol with a real store and IPAM.
 // The network driver is absent: these tests cover the protocol layer and the
 // IPAM calls, which need no privileges (the driver has its own tests).
-func newIPAMOnlyHandler(t *testing.T) http.Handler {
+func newIPAMOnlyHandler(t testing.TB) http.Handler {
 	t.Helper()
 	store, _, err := state.Open(t.TempDir())
 	if err != nil {

@@ -19,7 +19,8 @@ func httpStatus(err error) int {
 		errors.Is(err, driver.ErrIPv6Required),
 		ipamalloc.IsBadRequest(err):
 		return http.StatusBadRequest
-	case errors.Is(err, driver.ErrNetworkNotFound),
+	case errors.Is(err, errNotFound),
+		errors.Is(err, driver.ErrNetworkNotFound),
 		errors.Is(err, driver.ErrEndpointNotFound),
 		errors.Is(err, state.ErrNotFound),
 		ipamalloc.IsNotFound(err):

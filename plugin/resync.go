@@ -21,20 +21,15 @@ import (
 // containers that went away while membrane was down), releasing their
 // addresses.
 type dockerResync struct {
-	cfg   Config
-	drv   *driver.Driver
-	ipam  *ipamalloc.Allocator
-	store *state.Store
-	log   *slog.Logger
+	cfg    Config
+	drv    *driver.Driver
+	ipam   *ipamalloc.Allocator
+	store  *state.Store
+	docker *client.Client
+	log    *slog.Logger
 }
 
 func (r *dockerResync) loop(ctx context.Context) {
-	cli, err := client.NewClientWithOpts(client.WithHost(r.cfg.DockerHost), client.WithAPIVersionNegotiation())
-	if err != nil {
-		r.log.Error("docker client; stale endpoints will not be collected", logKeyError, err.Error())
-		return
-	}
-	defer cli.Close()
 	wait := 5 * time.Second // Docker may still be starting with us
 	for {
 		select {
@@ -43,7 +38,13 @@ func (r *dockerResync) loop(ctx context.Context) {
 		case <-time.After(wait):
 		}
 		wait = r.cfg.Resync
-		if err := r.once(ctx, cli); err != nil {
+		if r.cfg.ManageForwarding {
+			// Docker may have rebuilt its FORWARD chain meanwhile.
+			if err := driver.EnableForwarding(); err != nil {
+				r.log.Warn("accept forwarding", logKeyError, err.Error())
+			}
+		}
+		if err := r.once(ctx, r.docker); err != nil {
 			r.log.Warn("compare state with Docker", logKeyError, err.Error())
 		}
 	}

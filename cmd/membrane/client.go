@@ -1,18 +1,20 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"slices"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/pflag"
-
-	"github.com/membrane-net/membrane/plugin"
 )
 
 // apiClient talks to the daemon's management API.
@@ -29,28 +31,39 @@ func newAPIClient(socket string) apiClient {
 	}}}
 }
 
-func (c apiClient) get(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://membrane"+path, nil)
+// do sends one request and returns the answer's body once the status is OK.
+// The caller closes it.
+func (c apiClient) do(ctx context.Context, method, path string, body io.Reader) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://membrane"+path, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("reach the daemon (is `membrane daemon` running, and are you root?): %w", err)
+		return nil, fmt.Errorf("reach the daemon (is `membrane daemon` running, and are you root?): %w", err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		return resp.Body, nil
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var e struct{ Err string }
+	if json.Unmarshal(msg, &e) == nil && e.Err != "" {
+		return nil, fmt.Errorf("%s", e.Err)
+	}
+	return nil, fmt.Errorf("%s %s: %s", method, path, resp.Status)
+}
+
+func (c apiClient) call(ctx context.Context, method, path string, body io.Reader, out any) error {
+	rc, err := c.do(ctx, method, path, body)
 	if err != nil {
-		return fmt.Errorf("read answer of %s: %w", path, err)
+		return err
 	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Err string }
-		if json.Unmarshal(body, &e) == nil && e.Err != "" {
-			return fmt.Errorf("%s", e.Err)
-		}
-		return fmt.Errorf("%s: %s", path, resp.Status)
+	defer rc.Close()
+	if err := json.NewDecoder(rc).Decode(out); err != nil {
+		return fmt.Errorf("decode answer of %s: %w", path, err)
 	}
-	return json.Unmarshal(body, out)
+	return nil
 }
 
 // clientFlags are the flags every CLI command shares.
@@ -67,15 +80,22 @@ func newClientFlags(name string) (*pflag.FlagSet, *clientFlags) {
 	return fs, cf
 }
 
-func (cf *clientFlags) parse(fs *pflag.FlagSet, args []string) error {
+// parse parses args and checks that exactly nargs positional arguments
+// remain (-1: any number).
+func (cf *clientFlags) parse(fs *pflag.FlagSet, args []string, nargs int, usage string) error {
 	if err := parseWithEnv(fs, args); err != nil {
 		return err
 	}
 	if cf.output != "table" && cf.output != "json" {
 		return fmt.Errorf("-o %q: want table or json", cf.output)
 	}
+	if nargs >= 0 && fs.NArg() != nargs {
+		return fmt.Errorf("usage: %s", usage)
+	}
 	return nil
 }
+
+func (cf *clientFlags) client() apiClient { return newAPIClient(cf.socket) }
 
 func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)
@@ -83,50 +103,47 @@ func printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-func runStatus(ctx context.Context, args []string) error {
-	fs, cf := newClientFlags("membrane status")
-	if err := cf.parse(fs, args); err != nil {
-		return err
-	}
-	var st plugin.Status
-	if err := newAPIClient(cf.socket).get(ctx, "/v1/status", &st); err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(st)
-	}
-	fmt.Printf("networks:  %d\nendpoints: %d\n\n", st.Networks, st.Endpoints)
+func table(header string, rows func(tw io.Writer)) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REASON\tKIND\tPACKETS\tBYTES")
-	for _, c := range st.Counters {
-		kind := "forward"
-		if c.Drop {
-			kind = "drop"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", c.Reason, kind, c.Packets, c.Bytes)
-	}
+	fmt.Fprintln(tw, header)
+	rows(tw)
 	return tw.Flush()
 }
 
-func runEndpoint(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] != "list" {
-		return fmt.Errorf("want `membrane endpoint list`")
+func labelString(l map[string]string) string {
+	parts := make([]string, 0, len(l))
+	for k, v := range l {
+		parts = append(parts, k+"="+v)
 	}
-	fs, cf := newClientFlags("membrane endpoint list")
-	if err := cf.parse(fs, args[1:]); err != nil {
-		return err
-	}
-	var eps []plugin.EndpointView
-	if err := newAPIClient(cf.socket).get(ctx, "/v1/endpoints", &eps); err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(eps)
-	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ENDPOINT\tNETWORK\tINTERFACE\tIPV6\tIPV4")
-	for _, e := range eps {
-		fmt.Fprintf(tw, "%.12s\t%.12s\t%s\t%s\t%s\n", e.ID, e.NetworkID, e.Interface, e.IPv6, e.IPv4)
-	}
-	return tw.Flush()
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
 }
+
+// subcommand dispatches `membrane NOUN VERB ...`.
+func subcommand(ctx context.Context, noun string, args []string, verbs map[string]func(context.Context, []string) error) error {
+	if len(args) > 0 {
+		if fn, ok := verbs[args[0]]; ok {
+			return fn(ctx, args[1:])
+		}
+	}
+	names := make([]string, 0, len(verbs))
+	for v := range verbs {
+		names = append(names, v)
+	}
+	slices.Sort(names)
+	return fmt.Errorf("want `membrane %s %s`", noun, strings.Join(names, "|"))
+}
+
+// streamLines copies a JSON-lines answer to out, one value per line.
+func streamLines(rc io.Reader, each func(line []byte) error) error {
+	sc := bufio.NewScanner(rc)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if err := each(sc.Bytes()); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+func queryEscape(s string) string { return url.PathEscape(s) }

@@ -35,6 +35,11 @@ func runDaemon(ctx context.Context, args []string) error {
 	fs.StringVar(&ipv4Range, "ipv4-range", "10.210.0.0/16", "range dynamic IPv4 pools are carved from")
 	fs.DurationVar(&cfg.StaleGrace, "stale-grace", 2*time.Minute, "age after which an endpoint Docker does not list is removed")
 	fs.DurationVar(&cfg.Resync, "resync", time.Minute, "interval between comparisons of state with Docker")
+	fs.StringVar(&cfg.PolicyDir, "policy-dir", "", "directory of policy files (*.json, *.yaml) to import at start")
+	fs.StringSliceVar(&cfg.IdentityLabels, "identity-labels", nil,
+		"label key patterns that make a container's identity, in order, comma-separated: GLOB keeps, !GLOB drops (default: all labels but per-instance ones such as com.docker.compose.config-hash)")
+	fs.StringVar(&cfg.MetricsAddress, "metrics-address", "", "serve Prometheus metrics on http://ADDRESS/metrics (e.g. 127.0.0.1:9962); empty for none")
+	fs.BoolVar(&cfg.ManageForwarding, "manage-forwarding", true, "turn on IP forwarding and accept membrane traffic in iptables' FORWARD chain (Docker sets it to DROP)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	if err := parseWithEnv(fs, args); err != nil {
 		return err

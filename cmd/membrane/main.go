@@ -14,10 +14,16 @@ const usage = `membrane: a Docker network plugin with an eBPF datapath
 Usage:
   membrane daemon [flags]        run the plugin (Docker's network and IPAM driver)
   membrane status [-o json]      show the daemon's state and datapath counters
-  membrane endpoint list [-o json]
-                                 list endpoints
+  membrane endpoint list|get     endpoints: identity, labels, addresses, enforcement
+  membrane identity list|get     identities and the labels they stand for
+  membrane policy import FILE|-  validate and apply policy rules (JSON or YAML)
+  membrane policy get            show the loaded rules and the policy revision
+  membrane policy delete NAME|--all
+  membrane monitor [--type drop|policy|trace]
+                                 stream datapath events
   membrane help                  show this help
 
+Every command takes --api-socket PATH; listings take -o json.
 Run "membrane COMMAND --help" for a command's flags.
 `
 
@@ -40,6 +46,12 @@ func run(ctx context.Context, args []string) int {
 		err = runStatus(ctx, args[1:])
 	case "endpoint":
 		err = runEndpoint(ctx, args[1:])
+	case "identity":
+		err = runIdentity(ctx, args[1:])
+	case "policy":
+		err = runPolicy(ctx, args[1:])
+	case "monitor":
+		err = runMonitor(ctx, args[1:])
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return 0
