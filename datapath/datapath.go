@@ -1,6 +1,8 @@
 package datapath
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -26,6 +28,13 @@ var (
 	ErrClosed = errors.New("datapath closed")
 	// ErrInvalidEndpoint is wrapped by errors about an Endpoint's fields.
 	ErrInvalidEndpoint = errors.New("invalid endpoint")
+	// ErrInvalidPolicy is wrapped by errors about a PolicyState or ipcache
+	// entry that the datapath cannot hold; nothing is written then.
+	ErrInvalidPolicy = errors.New("invalid policy")
+	// ErrMapFull is wrapped by errors of a write that a full map refused.
+	ErrMapFull = errors.New("map full")
+	// ErrInvalidMonitorLevel is returned by SetMonitorLevel for an unknown level.
+	ErrInvalidMonitorLevel = errors.New("invalid monitor level")
 )
 
 const (
@@ -36,19 +45,116 @@ const (
 // Datapath is the kernel side of membrane: the shared maps and the
 // per-endpoint programs. It is safe for concurrent use.
 type Datapath struct {
-	// spec is parsed once; Attach copies it for each endpoint.
+	// spec is parsed once. epSpec is spec without the shared programs:
+	// Attach copies it for each endpoint.
 	spec   *ebpf.CollectionSpec
+	epSpec *ebpf.CollectionSpec
 	pinDir string // empty for unpinned maps (tests)
 
-	endpoints *ebpf.Map
-	metrics   *ebpf.Map
-	replaced  []string
+	endpoints     *ebpf.Map
+	metrics       *ebpf.Map
+	ipcache       *ebpf.Map
+	policy        *ebpf.Map
+	policyEnforce *ebpf.Map
+	ct            *ebpf.Map
+	fragments     *ebpf.Map
+	config        *ebpf.Map
+	events        *ebpf.Map
+	eventsLost    *ebpf.Map
+	policyProgs   *ebpf.Map
+	replaced      []string
+	// shared are the policy programs every endpoint's programs tail-call.
+	shared *sharedPrograms
 
 	// mu guards closed: methods hold it for reading, Close for writing.
 	mu     sync.RWMutex
 	closed bool
 	// pinMu serialises changes to links and pins.
 	pinMu sync.Mutex
+	// epMu serialises read-modify-writes of the endpoints map.
+	epMu sync.Mutex
+	// configMu serialises read-modify-writes of the config map.
+	configMu sync.Mutex
+	// policyMu guards the last synced policy and ipcache (sync.go).
+	policyMu     sync.Mutex
+	policyCache  *policyCache
+	ipcacheCache map[endpointIpcacheKey]uint32
+}
+
+// mapSlot names a map of the object and where the Datapath keeps it.
+type mapSlot struct {
+	name string
+	dst  **ebpf.Map
+}
+
+// maps lists every map the programs use: all are created (or opened) once
+// by Open and shared by every endpoint's programs.
+func (d *Datapath) maps() []mapSlot {
+	return []mapSlot{
+		{endpointMapEndpoints, &d.endpoints},
+		{endpointMapMetrics, &d.metrics},
+		{endpointMapIpcache, &d.ipcache},
+		{endpointMapPolicy, &d.policy},
+		{endpointMapPolicyEnforce, &d.policyEnforce},
+		{endpointMapCt, &d.ct},
+		{endpointMapFragments, &d.fragments},
+		{endpointMapConfig, &d.config},
+		{endpointMapEvents, &d.events},
+		{endpointMapEventsLost, &d.eventsLost},
+		{endpointMapPolicyProgs, &d.policyProgs},
+	}
+}
+
+// sharedPrograms are the programs of bpf/endpoint.c that no endpoint
+// constant goes into: loaded once by Open and put in policy_progs.
+type sharedPrograms struct {
+	PolicyFromContainer *ebpf.Program `ebpf:"policy_from_container"`
+	PolicyToContainer   *ebpf.Program `ebpf:"policy_to_container"`
+}
+
+func (p *sharedPrograms) Close() error {
+	return errors.Join(p.PolicyFromContainer.Close(), p.PolicyToContainer.Close())
+}
+
+// Indexes in policy_progs (POLICY_PROG_* in bpf/endpoint.c).
+const (
+	policyProgFromContainer uint32 = 0
+	policyProgToContainer   uint32 = 1
+)
+
+// loadShared loads the shared programs and points policy_progs at them.
+// Programs attached before keep running and use the new ones from their
+// next packet: the tail call reads the map each time.
+func (d *Datapath) loadShared() error {
+	var progs sharedPrograms
+	err := d.spec.Copy().LoadAndAssign(&progs, &ebpf.CollectionOptions{
+		MapReplacements: d.mapReplacements(),
+	})
+	if err != nil {
+		return fmt.Errorf("load policy programs: %w", err)
+	}
+	d.shared = &progs
+	for _, e := range []struct {
+		idx  uint32
+		prog *ebpf.Program
+	}{
+		{policyProgFromContainer, progs.PolicyFromContainer},
+		{policyProgToContainer, progs.PolicyToContainer},
+	} {
+		if err := d.policyProgs.Put(e.idx, e.prog); err != nil {
+			return fmt.Errorf("put policy program %d: %w", e.idx, err)
+		}
+	}
+	return nil
+}
+
+// mapReplacements is the CollectionOptions.MapReplacements of every load.
+func (d *Datapath) mapReplacements() map[string]*ebpf.Map {
+	r := map[string]*ebpf.Map{}
+	for _, m := range d.maps() {
+		r[m.name] = *m.dst
+	}
+	return r
 }
 
 // Open opens membrane's pinned maps under cfg.PinDir, or creates and pins
@@ -72,12 +178,24 @@ func Open(cfg Config) (*Datapath, error) {
 
 // newDatapath opens the maps pinned under pinDir, or creates unpinned maps
 // when pinDir is empty (program tests).
-func newDatapath(pinDir string) (_ *Datapath, err error) {
+func newDatapath(pinDir string) (*Datapath, error) {
+	return newDatapathWith(pinDir, nil)
+}
+
+// newDatapathWith is newDatapath with the object's spec changed by edit
+// first (tests: smaller maps).
+func newDatapathWith(pinDir string, edit func(*ebpf.CollectionSpec)) (_ *Datapath, err error) {
 	spec, err := loadEndpoint()
 	if err != nil {
 		return nil, err
 	}
-	d := &Datapath{spec: spec, pinDir: pinDir}
+	if edit != nil {
+		edit(spec)
+	}
+	epSpec := spec.Copy()
+	delete(epSpec.Programs, endpointProgPolicyFromContainer)
+	delete(epSpec.Programs, endpointProgPolicyToContainer)
+	d := &Datapath{spec: spec, epSpec: epSpec, pinDir: pinDir}
 	defer func() {
 		if err != nil {
 			d.closeMaps()
@@ -92,13 +210,7 @@ func newDatapath(pinDir string) (_ *Datapath, err error) {
 		}
 	}
 
-	for _, m := range []struct {
-		name string
-		dst  **ebpf.Map
-	}{
-		{endpointMapEndpoints, &d.endpoints},
-		{endpointMapMetrics, &d.metrics},
-	} {
+	for _, m := range d.maps() {
 		ms, ok := spec.Maps[m.name]
 		if !ok {
 			return nil, fmt.Errorf("map %s not in object", m.name)
@@ -112,7 +224,111 @@ func newDatapath(pinDir string) (_ *Datapath, err error) {
 			d.replaced = append(d.replaced, m.name)
 		}
 	}
+	if err := d.initConfig(); err != nil {
+		return nil, err
+	}
+	if err := d.loadShared(); err != nil {
+		return nil, err
+	}
 	return d, nil
+}
+
+// initConfig gives a new config map a random nonzero policy revision, so
+// that conntrack entries that outlived an older config map (verified at
+// some revision of it) are checked again rather than matching by chance.
+func (d *Datapath) initConfig() error {
+	c, err := d.readConfig()
+	if err != nil {
+		return err
+	}
+	if c.PolicyRevision != 0 {
+		return nil
+	}
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return fmt.Errorf("initial policy revision: %w", err)
+	}
+	c.PolicyRevision = max(binary.LittleEndian.Uint32(b[:]), 1)
+	return d.writeConfig(c)
+}
+
+func (d *Datapath) readConfig() (endpointRuntimeConfig, error) {
+	var c endpointRuntimeConfig
+	if err := d.config.Lookup(uint32(0), &c); err != nil {
+		return c, fmt.Errorf("read config map: %w", err)
+	}
+	return c, nil
+}
+
+func (d *Datapath) writeConfig(c endpointRuntimeConfig) error {
+	if err := d.config.Put(uint32(0), c); err != nil {
+		return fmt.Errorf("write config map: %w", err)
+	}
+	return nil
+}
+
+// bumpRevision advances the policy revision (skipping 0): every conntrack
+// entry is checked against the current policy at its next packet.
+func (d *Datapath) bumpRevision() (uint32, error) {
+	d.configMu.Lock()
+	defer d.configMu.Unlock()
+	c, err := d.readConfig()
+	if err != nil {
+		return 0, err
+	}
+	c.PolicyRevision++
+	if c.PolicyRevision == 0 {
+		c.PolicyRevision = 1
+	}
+	if err := d.writeConfig(c); err != nil {
+		return 0, err
+	}
+	return c.PolicyRevision, nil
+}
+
+// Monitor levels (SetMonitorLevel): which events the programs emit.
+const (
+	MonitorDrops    uint32 = 0 // drops only
+	MonitorVerdicts uint32 = 1 // drops and the policy verdict of every new flow
+	MonitorTrace    uint32 = 2 // all of the above and every forwarded packet
+)
+
+// SetMonitorLevel sets which events the programs emit, at once for every
+// endpoint (no program is reloaded). The level is kept in a pinned map: it
+// outlives the daemon, which should set it again when it starts.
+func (d *Datapath) SetMonitorLevel(level uint32) error {
+	if level > MonitorTrace {
+		return fmt.Errorf("set monitor level: %w: %d", ErrInvalidMonitorLevel, level)
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return ErrClosed
+	}
+	d.configMu.Lock()
+	defer d.configMu.Unlock()
+	c, err := d.readConfig()
+	if err != nil {
+		return fmt.Errorf("set monitor level: %w", err)
+	}
+	c.MonitorLevel = level
+	if err := d.writeConfig(c); err != nil {
+		return fmt.Errorf("set monitor level: %w", err)
+	}
+	return nil
+}
+
+// PolicyRevision returns the current policy revision: it changes with
+// every policy, ipcache or identity change that SyncPolicy, SyncIPCache,
+// SetIdentity or Attach writes.
+func (d *Datapath) PolicyRevision() (uint32, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return 0, ErrClosed
+	}
+	c, err := d.readConfig()
+	return c.PolicyRevision, err
 }
 
 // openMap loads the map pinned for ms, or creates (and pins) it. It reports
@@ -185,9 +401,13 @@ func (d *Datapath) Close() error {
 
 func (d *Datapath) closeMaps() error {
 	var errs []error
-	for _, m := range []*ebpf.Map{d.endpoints, d.metrics} {
-		if m != nil {
-			errs = append(errs, m.Close())
+	if d.shared != nil {
+		// policy_progs holds them while it exists (pinned: beyond Close).
+		errs = append(errs, d.shared.Close())
+	}
+	for _, m := range d.maps() {
+		if *m.dst != nil {
+			errs = append(errs, (*m.dst).Close())
 		}
 	}
 	return errors.Join(errs...)

@@ -24,6 +24,25 @@ type Endpoint struct {
 	IPv4         netip.Addr       // invalid when none
 	IPv6         netip.Addr       // invalid when none
 	NetworkIndex uint32
+	// Identity is the endpoint's security identity; 0 stands for
+	// IdentityInit (labels not known yet: the endpoint may do ARP and
+	// neighbour discovery, nothing else). SetIdentity changes it at run time.
+	Identity uint32
+}
+
+// Reserved identities the datapath knows (the same as labels.Identity*).
+const (
+	IdentityHost  uint32 = 1 // the host's addresses (ipcache)
+	IdentityWorld uint32 = 2 // any address no ipcache prefix or endpoint holds
+	IdentityInit  uint32 = 5 // an endpoint whose labels are not known yet
+)
+
+// identity is the identity the endpoints map holds for ep.
+func (ep *Endpoint) identity() uint32 {
+	if ep.Identity == 0 {
+		return IdentityInit
+	}
+	return ep.Identity
 }
 
 // Names of the per-endpoint link pins.
@@ -32,16 +51,27 @@ const (
 	pinToContainer   = "to-container"
 )
 
+// endpointProgs are the programs loaded for each endpoint, with its
+// constants. (endpointPrograms, generated, also lists the shared ones.)
+type endpointProgs struct {
+	FromContainer *ebpf.Program `ebpf:"from_container"`
+	ToContainer   *ebpf.Program `ebpf:"to_container"`
+}
+
+func (p *endpointProgs) Close() error {
+	return errors.Join(p.FromContainer.Close(), p.ToContainer.Close())
+}
+
 // hook is one tcx attach point of an endpoint.
 type hook struct {
 	pin    string
 	attach ebpf.AttachType
-	prog   func(*endpointPrograms) *ebpf.Program
+	prog   func(*endpointProgs) *ebpf.Program
 }
 
 var hooks = []hook{
-	{pinFromContainer, ebpf.AttachTCXIngress, func(p *endpointPrograms) *ebpf.Program { return p.FromContainer }},
-	{pinToContainer, ebpf.AttachTCXEgress, func(p *endpointPrograms) *ebpf.Program { return p.ToContainer }},
+	{pinFromContainer, ebpf.AttachTCXIngress, func(p *endpointProgs) *ebpf.Program { return p.FromContainer }},
+	{pinToContainer, ebpf.AttachTCXEgress, func(p *endpointProgs) *ebpf.Program { return p.ToContainer }},
 }
 
 // validateID checks that id can name a pin directory: not empty, at most
@@ -96,8 +126,12 @@ func (d *Datapath) endpointDir(id string) string {
 }
 
 // loadPrograms loads both programs with ep's constants, sharing d's maps.
-func (d *Datapath) loadPrograms(ep *Endpoint) (*endpointPrograms, error) {
-	spec := d.spec.Copy()
+func (d *Datapath) loadPrograms(ep *Endpoint) (*endpointProgs, error) {
+	return d.loadProgramsWith(ep, ebpf.ProgramOptions{})
+}
+
+func (d *Datapath) loadProgramsWith(ep *Endpoint, popts ebpf.ProgramOptions) (*endpointProgs, error) {
+	spec := d.epSpec.Copy()
 
 	var ipv4 [4]byte
 	if ep.IPv4.IsValid() {
@@ -127,12 +161,10 @@ func (d *Datapath) loadPrograms(ep *Endpoint) (*endpointPrograms, error) {
 		}
 	}
 
-	var progs endpointPrograms
+	var progs endpointProgs
 	err := spec.LoadAndAssign(&progs, &ebpf.CollectionOptions{
-		MapReplacements: map[string]*ebpf.Map{
-			endpointMapEndpoints: d.endpoints,
-			endpointMapMetrics:   d.metrics,
-		},
+		MapReplacements: d.mapReplacements(),
+		Programs:        popts,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load programs: %w", err)
@@ -140,8 +172,9 @@ func (d *Datapath) loadPrograms(ep *Endpoint) (*endpointPrograms, error) {
 	return &progs, nil
 }
 
-// Attach loads the programs with ep's constants and attaches them to ep's
-// host-side veth, then points ep's addresses at it in the endpoints map.
+// Attach points ep's addresses at ep in the endpoints map (with its
+// identity), then loads the programs with ep's constants and attaches them
+// to ep's host-side veth: the programs never run without their entry.
 //
 // It is idempotent and is how endpoints are reconciled after a restart: a
 // pinned link of ep is updated in place to the new program (atomic, no
@@ -177,6 +210,10 @@ func (d *Datapath) attach(ep *Endpoint) error {
 	}
 	defer progs.Close()
 
+	if err := d.putEndpoint(ep); err != nil {
+		return err
+	}
+
 	d.pinMu.Lock()
 	defer d.pinMu.Unlock()
 
@@ -189,21 +226,91 @@ func (d *Datapath) attach(ep *Endpoint) error {
 			return fmt.Errorf("%s: %w", h.pin, err)
 		}
 	}
-
-	return d.putEndpoint(ep)
+	return nil
 }
 
-// putEndpoint points ep's addresses at ep in the endpoints map.
+// putEndpoint points ep's addresses at ep in the endpoints map. When that
+// changes the identity of an address, it bumps the policy revision, so
+// conntrack entries are checked again under the new identity.
 func (d *Datapath) putEndpoint(ep *Endpoint) error {
 	info := endpointEndpointInfo{
-		Ifindex: uint32(ep.HostIfIndex),
-		Network: ep.NetworkIndex,
-		Mac:     [6]byte(ep.MAC),
-		HostMac: [6]byte(ep.HostMAC),
+		Ifindex:  uint32(ep.HostIfIndex),
+		Network:  ep.NetworkIndex,
+		Mac:      [6]byte(ep.MAC),
+		HostMac:  [6]byte(ep.HostMAC),
+		Identity: ep.identity(),
 	}
+	d.epMu.Lock()
+	defer d.epMu.Unlock()
+	changed := false
 	for _, key := range ep.keys() {
+		var old endpointEndpointInfo
+		switch err := d.endpoints.Lookup(key, &old); {
+		case err == nil:
+			changed = changed || old.Identity != info.Identity
+		case !errors.Is(err, ebpf.ErrKeyNotExist):
+			return fmt.Errorf("look up %s in endpoints map: %w", netip.AddrFrom16(key.Addr).Unmap(), err)
+		}
 		if err := d.endpoints.Put(key, info); err != nil {
 			return fmt.Errorf("put %s in endpoints map: %w", netip.AddrFrom16(key.Addr).Unmap(), err)
+		}
+	}
+	if changed {
+		if _, err := d.bumpRevision(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetIdentity sets the identity of ep's addresses in the endpoints map to
+// ep.Identity (0: init), in place: no program is reloaded, and the policy
+// revision is bumped so that established connections are checked again
+// under the new identity. Only ep.ID, the addresses and Identity are used
+// (HostIfIndex too when not 0: entries pointing at another interface are
+// left alone). Addresses not in the map are skipped: the endpoint is not
+// attached yet, and Attach writes the identity when it is.
+func (d *Datapath) SetIdentity(ep Endpoint) error {
+	if err := d.setIdentity(&ep); err != nil {
+		return fmt.Errorf("set identity of endpoint %s: %w", ep.ID, err)
+	}
+	return nil
+}
+
+func (d *Datapath) setIdentity(ep *Endpoint) error {
+	if err := validateID(ep.ID); err != nil {
+		return err
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return ErrClosed
+	}
+	d.epMu.Lock()
+	defer d.epMu.Unlock()
+	changed := false
+	for _, key := range ep.keys() {
+		var info endpointEndpointInfo
+		err := d.endpoints.Lookup(key, &info)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("look up %s in endpoints map: %w", netip.AddrFrom16(key.Addr).Unmap(), err)
+		}
+		if (ep.HostIfIndex != 0 && int(info.Ifindex) != ep.HostIfIndex) || info.Identity == ep.identity() {
+			continue
+		}
+		info.Identity = ep.identity()
+		// BPF_F_EXIST: never resurrect an entry that Detach removed meanwhile.
+		if err := d.endpoints.Update(key, info, ebpf.UpdateExist); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("update %s in endpoints map: %w", netip.AddrFrom16(key.Addr).Unmap(), err)
+		}
+		changed = true
+	}
+	if changed {
+		if _, err := d.bumpRevision(); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -285,21 +392,8 @@ func (d *Datapath) detach(ep *Endpoint) error {
 		return ErrClosed
 	}
 
-	for _, key := range ep.keys() {
-		var info endpointEndpointInfo
-		err := d.endpoints.Lookup(key, &info)
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("look up %s in endpoints map: %w", netip.AddrFrom16(key.Addr).Unmap(), err)
-		}
-		if ep.HostIfIndex != 0 && int(info.Ifindex) != ep.HostIfIndex {
-			continue
-		}
-		if err := d.endpoints.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete %s from endpoints map: %w", netip.AddrFrom16(key.Addr).Unmap(), err)
-		}
+	if err := d.deleteEndpoint(ep); err != nil {
+		return err
 	}
 
 	if d.pinDir == "" {
@@ -326,6 +420,29 @@ func (d *Datapath) detach(ep *Endpoint) error {
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove pin directory: %w", err)
+	}
+	return nil
+}
+
+// deleteEndpoint removes ep's addresses from the endpoints map (see Detach).
+func (d *Datapath) deleteEndpoint(ep *Endpoint) error {
+	d.epMu.Lock()
+	defer d.epMu.Unlock()
+	for _, key := range ep.keys() {
+		var info endpointEndpointInfo
+		err := d.endpoints.Lookup(key, &info)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("look up %s in endpoints map: %w", netip.AddrFrom16(key.Addr).Unmap(), err)
+		}
+		if ep.HostIfIndex != 0 && int(info.Ifindex) != ep.HostIfIndex {
+			continue
+		}
+		if err := d.endpoints.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete %s from endpoints map: %w", netip.AddrFrom16(key.Addr).Unmap(), err)
+		}
 	}
 	return nil
 }

@@ -13,17 +13,105 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type endpointCtEntry struct {
+	_          structs.HostLayout
+	LastSeen   uint64
+	Revision   uint32
+	PolicyPort uint16
+	Checks     uint8
+	Pad        uint8
+}
+
+type endpointCtKey struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type endpointCtState uint32
+
+const (
+	endpointCtStateCT_NEW         endpointCtState = 1
+	endpointCtStateCT_ESTABLISHED endpointCtState = 2
+	endpointCtStateCT_REPLY       endpointCtState = 3
+	endpointCtStateCT_RELATED     endpointCtState = 4
+)
+
 type endpointEndpointInfo struct {
-	_       structs.HostLayout
-	Ifindex uint32
-	Network uint32
-	Mac     [6]uint8
-	HostMac [6]uint8
+	_        structs.HostLayout
+	Ifindex  uint32
+	Network  uint32
+	Mac      [6]uint8
+	HostMac  [6]uint8
+	Identity uint32
 }
 
 type endpointEndpointKey struct {
 	_    structs.HostLayout
 	Addr [16]uint8
+}
+
+type endpointEvent struct {
+	_           structs.HostLayout
+	TimeNs      uint64
+	Type        uint8
+	Reason      uint8
+	Proto       uint8
+	Flags       uint8
+	Dir         uint8
+	Match       uint8
+	Ct          uint8
+	Pad1        uint8
+	Ifindex     uint32
+	Len         uint32
+	SrcIdentity uint32
+	DstIdentity uint32
+	Sport       uint16
+	Dport       uint16
+	Pad2        uint32
+	Saddr       [16]uint8
+	Daddr       [16]uint8
+}
+
+type endpointEventType uint32
+
+const (
+	endpointEventTypeEVENT_DROP    endpointEventType = 1
+	endpointEventTypeEVENT_VERDICT endpointEventType = 2
+	endpointEventTypeEVENT_TRACE   endpointEventType = 3
+)
+
+type endpointFragKey struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Id    uint32
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type endpointFragValue struct {
+	_          structs.HostLayout
+	Sport      uint16
+	Dport      uint16
+	PolicyPort uint16
+	Proto      uint8
+	Flags      uint8
+}
+
+type endpointIpcacheKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
+}
+
+type endpointIpcacheValue struct {
+	_        structs.HostLayout
+	Identity uint32
 }
 
 type endpointMacAddr struct {
@@ -34,35 +122,81 @@ type endpointMacAddr struct {
 type endpointMetricReason uint32
 
 const (
-	endpointMetricReasonMETRIC_FORWARD_PEER         endpointMetricReason = 0
-	endpointMetricReasonMETRIC_FORWARD_HOST         endpointMetricReason = 1
-	endpointMetricReasonMETRIC_TO_CONTAINER         endpointMetricReason = 2
-	endpointMetricReasonMETRIC_ARP_REPLY            endpointMetricReason = 3
-	endpointMetricReasonMETRIC_ND_REPLY             endpointMetricReason = 4
-	endpointMetricReasonMETRIC_DROP_MALFORMED       endpointMetricReason = 64
-	endpointMetricReasonMETRIC_DROP_UNSUPPORTED_L3  endpointMetricReason = 65
-	endpointMetricReasonMETRIC_DROP_SPOOF_MAC       endpointMetricReason = 66
-	endpointMetricReasonMETRIC_DROP_SPOOF_IP4       endpointMetricReason = 67
-	endpointMetricReasonMETRIC_DROP_SPOOF_IP6       endpointMetricReason = 68
-	endpointMetricReasonMETRIC_DROP_NO_IP4          endpointMetricReason = 69
-	endpointMetricReasonMETRIC_DROP_NO_IP6          endpointMetricReason = 70
-	endpointMetricReasonMETRIC_DROP_ISOLATION       endpointMetricReason = 71
-	endpointMetricReasonMETRIC_DROP_ARP_IGNORED     endpointMetricReason = 72
-	endpointMetricReasonMETRIC_DROP_ND_IGNORED      endpointMetricReason = 73
-	endpointMetricReasonMETRIC_DROP_ROUTER_ADVERT   endpointMetricReason = 74
-	endpointMetricReasonMETRIC_DROP_ICMP6REDIRECT   endpointMetricReason = 75
-	endpointMetricReasonMETRIC_DROP_ROUTER_SOLICIT  endpointMetricReason = 76
-	endpointMetricReasonMETRIC_DROP_MLD             endpointMetricReason = 77
-	endpointMetricReasonMETRIC_DROP_MULTICAST_IP4   endpointMetricReason = 78
-	endpointMetricReasonMETRIC_DROP_MULTICAST_IP6   endpointMetricReason = 79
-	endpointMetricReasonMETRIC_DROP_IP6EXTHDR_LIMIT endpointMetricReason = 80
-	endpointMetricReasonMETRIC_DROP_ND_REPLY_FAILED endpointMetricReason = 81
+	endpointMetricReasonMETRIC_FORWARD_PEER            endpointMetricReason = 0
+	endpointMetricReasonMETRIC_FORWARD_HOST            endpointMetricReason = 1
+	endpointMetricReasonMETRIC_TO_CONTAINER            endpointMetricReason = 2
+	endpointMetricReasonMETRIC_ARP_REPLY               endpointMetricReason = 3
+	endpointMetricReasonMETRIC_ND_REPLY                endpointMetricReason = 4
+	endpointMetricReasonMETRIC_DROP_MALFORMED          endpointMetricReason = 64
+	endpointMetricReasonMETRIC_DROP_UNSUPPORTED_L3     endpointMetricReason = 65
+	endpointMetricReasonMETRIC_DROP_SPOOF_MAC          endpointMetricReason = 66
+	endpointMetricReasonMETRIC_DROP_SPOOF_IP4          endpointMetricReason = 67
+	endpointMetricReasonMETRIC_DROP_SPOOF_IP6          endpointMetricReason = 68
+	endpointMetricReasonMETRIC_DROP_NO_IP4             endpointMetricReason = 69
+	endpointMetricReasonMETRIC_DROP_NO_IP6             endpointMetricReason = 70
+	endpointMetricReasonMETRIC_DROP_ISOLATION          endpointMetricReason = 71
+	endpointMetricReasonMETRIC_DROP_ARP_IGNORED        endpointMetricReason = 72
+	endpointMetricReasonMETRIC_DROP_ND_IGNORED         endpointMetricReason = 73
+	endpointMetricReasonMETRIC_DROP_ROUTER_ADVERT      endpointMetricReason = 74
+	endpointMetricReasonMETRIC_DROP_ICMP6REDIRECT      endpointMetricReason = 75
+	endpointMetricReasonMETRIC_DROP_ROUTER_SOLICIT     endpointMetricReason = 76
+	endpointMetricReasonMETRIC_DROP_MLD                endpointMetricReason = 77
+	endpointMetricReasonMETRIC_DROP_MULTICAST_IP4      endpointMetricReason = 78
+	endpointMetricReasonMETRIC_DROP_MULTICAST_IP6      endpointMetricReason = 79
+	endpointMetricReasonMETRIC_DROP_IP6EXTHDR_LIMIT    endpointMetricReason = 80
+	endpointMetricReasonMETRIC_DROP_ND_REPLY_FAILED    endpointMetricReason = 81
+	endpointMetricReasonMETRIC_DROP_POLICY             endpointMetricReason = 82
+	endpointMetricReasonMETRIC_DROP_POLICY_INIT        endpointMetricReason = 83
+	endpointMetricReasonMETRIC_DROP_POLICY_LOCKDOWN    endpointMetricReason = 84
+	endpointMetricReasonMETRIC_DROP_FRAG_ORPHAN        endpointMetricReason = 85
+	endpointMetricReasonMETRIC_DROP_NOT_FOR_ENDPOINT   endpointMetricReason = 86
+	endpointMetricReasonMETRIC_DROP_POLICY_UNAVAILABLE endpointMetricReason = 87
 )
 
 type endpointMetricsValue struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
+}
+
+type endpointPolicyEnforceValue struct {
+	_        structs.HostLayout
+	Ingress  uint8
+	Egress   uint8
+	Lockdown uint8
+	Pad      uint8
+}
+
+type endpointPolicyKey struct {
+	_       structs.HostLayout
+	Subject uint32
+	Peer    uint32
+	Port    uint16
+	Proto   uint8
+	Dir     uint8
+}
+
+type endpointPolicyMatch uint32
+
+const (
+	endpointPolicyMatchPOLICY_ALLOW_RULE    endpointPolicyMatch = 1
+	endpointPolicyMatchPOLICY_ALLOW_DEFAULT endpointPolicyMatch = 2
+	endpointPolicyMatchPOLICY_DENY_RULE     endpointPolicyMatch = 3
+	endpointPolicyMatchPOLICY_DENY_DEFAULT  endpointPolicyMatch = 4
+	endpointPolicyMatchPOLICY_DENY_LOCKDOWN endpointPolicyMatch = 5
+	endpointPolicyMatchPOLICY_DENY_INIT     endpointPolicyMatch = 6
+)
+
+type endpointPolicyValue struct {
+	_       structs.HostLayout
+	Verdict uint8
+	Pad     [3]uint8
+}
+
+type endpointRuntimeConfig struct {
+	_              structs.HostLayout
+	PolicyRevision uint32
+	MonitorLevel   uint32
 }
 
 type endpointV6addr struct {
@@ -74,9 +208,20 @@ type endpointV6addr struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	endpointMapConfig                = "config"
+	endpointMapCt                    = "ct"
 	endpointMapEndpoints             = "endpoints"
+	endpointMapEvents                = "events"
+	endpointMapEventsLost            = "events_lost"
+	endpointMapFragments             = "fragments"
+	endpointMapIpcache               = "ipcache"
 	endpointMapMetrics               = "metrics"
+	endpointMapPolicy                = "policy"
+	endpointMapPolicyEnforce         = "policy_enforce"
+	endpointMapPolicyProgs           = "policy_progs"
 	endpointProgFromContainer        = "from_container"
+	endpointProgPolicyFromContainer  = "policy_from_container"
+	endpointProgPolicyToContainer    = "policy_to_container"
 	endpointProgToContainer          = "to_container"
 	endpointVarConfigEndpointIfindex = "__config_endpoint_ifindex"
 	endpointVarConfigEndpointIpv4    = "__config_endpoint_ipv4"
@@ -84,7 +229,11 @@ const (
 	endpointVarConfigEndpointMac     = "__config_endpoint_mac"
 	endpointVarConfigHostMac         = "__config_host_mac"
 	endpointVarConfigNetworkIndex    = "__config_network_index"
+	endpointVarCtStateBtf            = "__ct_state_btf"
+	endpointVarEventBtf              = "__event_btf"
+	endpointVarEventTypeBtf          = "__event_type_btf"
 	endpointVarMetricReasonBtf       = "__metric_reason_btf"
+	endpointVarPolicyMatchBtf        = "__policy_match_btf"
 )
 
 // loadEndpoint returns the embedded CollectionSpec for endpoint.
@@ -129,16 +278,27 @@ type endpointSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type endpointProgramSpecs struct {
-	FromContainer *ebpf.ProgramSpec `ebpf:"from_container"`
-	ToContainer   *ebpf.ProgramSpec `ebpf:"to_container"`
+	FromContainer       *ebpf.ProgramSpec `ebpf:"from_container"`
+	PolicyFromContainer *ebpf.ProgramSpec `ebpf:"policy_from_container"`
+	PolicyToContainer   *ebpf.ProgramSpec `ebpf:"policy_to_container"`
+	ToContainer         *ebpf.ProgramSpec `ebpf:"to_container"`
 }
 
 // endpointMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type endpointMapSpecs struct {
-	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
-	Metrics   *ebpf.MapSpec `ebpf:"metrics"`
+	Config        *ebpf.MapSpec `ebpf:"config"`
+	Ct            *ebpf.MapSpec `ebpf:"ct"`
+	Endpoints     *ebpf.MapSpec `ebpf:"endpoints"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	EventsLost    *ebpf.MapSpec `ebpf:"events_lost"`
+	Fragments     *ebpf.MapSpec `ebpf:"fragments"`
+	Ipcache       *ebpf.MapSpec `ebpf:"ipcache"`
+	Metrics       *ebpf.MapSpec `ebpf:"metrics"`
+	Policy        *ebpf.MapSpec `ebpf:"policy"`
+	PolicyEnforce *ebpf.MapSpec `ebpf:"policy_enforce"`
+	PolicyProgs   *ebpf.MapSpec `ebpf:"policy_progs"`
 }
 
 // endpointVariableSpecs contains global variables before they are loaded into the kernel.
@@ -151,7 +311,11 @@ type endpointVariableSpecs struct {
 	ConfigEndpointMac     *ebpf.VariableSpec `ebpf:"__config_endpoint_mac"`
 	ConfigHostMac         *ebpf.VariableSpec `ebpf:"__config_host_mac"`
 	ConfigNetworkIndex    *ebpf.VariableSpec `ebpf:"__config_network_index"`
+	CtStateBtf            *ebpf.VariableSpec `ebpf:"__ct_state_btf"`
+	EventBtf              *ebpf.VariableSpec `ebpf:"__event_btf"`
+	EventTypeBtf          *ebpf.VariableSpec `ebpf:"__event_type_btf"`
 	MetricReasonBtf       *ebpf.VariableSpec `ebpf:"__metric_reason_btf"`
+	PolicyMatchBtf        *ebpf.VariableSpec `ebpf:"__policy_match_btf"`
 }
 
 // endpointObjects contains all objects after they have been loaded into the kernel.
@@ -174,14 +338,32 @@ func (o *endpointObjects) Close() error {
 //
 // It can be passed to loadEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type endpointMaps struct {
-	Endpoints *ebpf.Map `ebpf:"endpoints"`
-	Metrics   *ebpf.Map `ebpf:"metrics"`
+	Config        *ebpf.Map `ebpf:"config"`
+	Ct            *ebpf.Map `ebpf:"ct"`
+	Endpoints     *ebpf.Map `ebpf:"endpoints"`
+	Events        *ebpf.Map `ebpf:"events"`
+	EventsLost    *ebpf.Map `ebpf:"events_lost"`
+	Fragments     *ebpf.Map `ebpf:"fragments"`
+	Ipcache       *ebpf.Map `ebpf:"ipcache"`
+	Metrics       *ebpf.Map `ebpf:"metrics"`
+	Policy        *ebpf.Map `ebpf:"policy"`
+	PolicyEnforce *ebpf.Map `ebpf:"policy_enforce"`
+	PolicyProgs   *ebpf.Map `ebpf:"policy_progs"`
 }
 
 func (m *endpointMaps) Close() error {
 	return _EndpointClose(
+		m.Config,
+		m.Ct,
 		m.Endpoints,
+		m.Events,
+		m.EventsLost,
+		m.Fragments,
+		m.Ipcache,
 		m.Metrics,
+		m.Policy,
+		m.PolicyEnforce,
+		m.PolicyProgs,
 	)
 }
 
@@ -195,20 +377,28 @@ type endpointVariables struct {
 	ConfigEndpointMac     *ebpf.Variable `ebpf:"__config_endpoint_mac"`
 	ConfigHostMac         *ebpf.Variable `ebpf:"__config_host_mac"`
 	ConfigNetworkIndex    *ebpf.Variable `ebpf:"__config_network_index"`
+	CtStateBtf            *ebpf.Variable `ebpf:"__ct_state_btf"`
+	EventBtf              *ebpf.Variable `ebpf:"__event_btf"`
+	EventTypeBtf          *ebpf.Variable `ebpf:"__event_type_btf"`
 	MetricReasonBtf       *ebpf.Variable `ebpf:"__metric_reason_btf"`
+	PolicyMatchBtf        *ebpf.Variable `ebpf:"__policy_match_btf"`
 }
 
 // endpointPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type endpointPrograms struct {
-	FromContainer *ebpf.Program `ebpf:"from_container"`
-	ToContainer   *ebpf.Program `ebpf:"to_container"`
+	FromContainer       *ebpf.Program `ebpf:"from_container"`
+	PolicyFromContainer *ebpf.Program `ebpf:"policy_from_container"`
+	PolicyToContainer   *ebpf.Program `ebpf:"policy_to_container"`
+	ToContainer         *ebpf.Program `ebpf:"to_container"`
 }
 
 func (p *endpointPrograms) Close() error {
 	return _EndpointClose(
 		p.FromContainer,
+		p.PolicyFromContainer,
+		p.PolicyToContainer,
 		p.ToContainer,
 	)
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -90,6 +91,38 @@ func FuzzFromContainer(f *testing.F) {
 			if checksum(ipv6Pseudo(src, dst, 32, protoICMPv6), out[54:]) != 0 {
 				t.Fatal("nd_reply: bad ICMPv6 checksum")
 			}
+		}
+	})
+}
+
+// FuzzDecodeEvent checks that the event decoder never panics and either
+// rejects a record with ErrMalformedEvent or decodes a known event type.
+func FuzzDecodeEvent(f *testing.F) {
+	valid := make([]byte, eventSize)
+	valid[8] = byte(EventDrop)
+	valid[9] = byte(endpointMetricReasonMETRIC_DROP_POLICY)
+	valid[10] = ProtoTCP
+	valid[11] = eventFlagPolicy
+	valid[13] = byte(endpointPolicyMatchPOLICY_DENY_RULE)
+	f.Add(valid)
+	f.Add(valid[:eventSize-1])
+	f.Add(append(bytes.Clone(valid), 0xff))
+	wall := func(uint64) time.Time { return time.Unix(0, 0) }
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ev, err := decodeEvent(b, wall)
+		if err != nil {
+			if !errors.Is(err, ErrMalformedEvent) {
+				t.Fatalf("error %v does not wrap ErrMalformedEvent", err)
+			}
+			return
+		}
+		switch ev.Type {
+		case EventDrop, EventVerdict, EventTrace:
+		default:
+			t.Fatalf("decoded type %d", ev.Type)
+		}
+		if ev.Policy != (ev.Match != "") || ev.Policy != (ev.Verdict != 0) {
+			t.Fatalf("policy fields half set: %+v", ev)
 		}
 	})
 }

@@ -45,6 +45,12 @@ var reasons = []reason{
 	{endpointMetricReasonMETRIC_DROP_MULTICAST_IP6, "drop_multicast_ip6", true},
 	{endpointMetricReasonMETRIC_DROP_IP6EXTHDR_LIMIT, "drop_ip6_exthdr_limit", true},
 	{endpointMetricReasonMETRIC_DROP_ND_REPLY_FAILED, "drop_nd_reply_failed", true},
+	{endpointMetricReasonMETRIC_DROP_POLICY, "drop_policy", true},
+	{endpointMetricReasonMETRIC_DROP_POLICY_INIT, "drop_policy_init", true},
+	{endpointMetricReasonMETRIC_DROP_POLICY_LOCKDOWN, "drop_policy_lockdown", true},
+	{endpointMetricReasonMETRIC_DROP_FRAG_ORPHAN, "drop_frag_orphan", true},
+	{endpointMetricReasonMETRIC_DROP_NOT_FOR_ENDPOINT, "drop_not_for_endpoint", true},
+	{endpointMetricReasonMETRIC_DROP_POLICY_UNAVAILABLE, "drop_policy_unavailable", true},
 }
 
 // Counters returns the counter of every reason, in a fixed order, summed

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -550,6 +551,192 @@ func TestDatapathInNamespaces(t *testing.T) {
 		var info endpointEndpointInfo
 		if err := d.endpoints.Lookup(endpointKey(c.ep.IPv4), &info); err != nil || int(info.Ifindex) != c.ep.HostIfIndex {
 			t.Errorf("entry of %s: %+v, %v; want it kept", c.ep.IPv4, info, err)
+		}
+	})
+}
+
+// tcpEcho serves one-line echoes on port in the container's namespace
+// until the test ends.
+func (c *container) tcpEcho(t *testing.T, port int) {
+	t.Helper()
+	var ln net.Listener
+	inNetns(t, c.ns, func() {
+		var err error
+		if ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				buf := make([]byte, 256)
+				n, _ := conn.Read(buf)
+				conn.Write(buf[:n])
+			}()
+		}
+	}()
+}
+
+// tcpExchange connects from the container to dst:port, sends a line and
+// waits for it to come back.
+func (c *container) tcpExchange(t *testing.T, dst netip.Addr, port int, timeout time.Duration) error {
+	t.Helper()
+	var conn net.Conn
+	var err error
+	inNetns(t, c.ns, func() {
+		conn, err = net.DialTimeout("tcp", netip.AddrPortFrom(dst, uint16(port)).String(), timeout)
+	})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	msg := []byte("membrane-" + randomSuffix(t))
+	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	if _, err := conn.Write(msg); err != nil {
+		return err
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(conn, buf); err != nil {
+		return err
+	}
+	if !bytes.Equal(buf, msg) {
+		return fmt.Errorf("echo %q, want %q", buf, msg)
+	}
+	return nil
+}
+
+// udpSend sends one datagram from the container to dst:port.
+func (c *container) udpSend(t *testing.T, dst netip.Addr, port int) {
+	t.Helper()
+	inNetns(t, c.ns, func() {
+		conn, err := net.Dial("udp", netip.AddrPortFrom(dst, uint16(port)).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := conn.Write([]byte("membrane")); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestPolicyInNamespaces(t *testing.T) {
+	requireNetnsTools(t)
+
+	pinDir := tempPinDir(t)
+	topo := newTopology(t, epA, epB)
+	a, b := topo.containers[epA.ID], topo.containers[epB.ID]
+	d, err := Open(Config{PinDir: pinDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	inNetns(t, topo.host, func() {
+		for _, c := range []*container{a, b} {
+			if err := d.Attach(c.ep); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
+	// A may open TCP 8080 and ping B; nothing else is allowed either way.
+	const port = 8080
+	entries := map[PolicyKey]Verdict{}
+	for _, k := range []struct {
+		port  uint16
+		proto uint8
+	}{{port, ProtoTCP}, {PortICMP | 8, ProtoICMP}, {PortICMP | 128, ProtoICMPv6}} {
+		entries[egress(epA.Identity, epB.Identity, k.port, k.proto)] = VerdictAllow
+		entries[ingress(epB.Identity, epA.Identity, k.port, k.proto)] = VerdictAllow
+	}
+	enforced := Enforcement{Ingress: true, Egress: true}
+	if _, err := d.SyncPolicy(PolicyState{Entries: entries, Enforcement: map[uint32]Enforcement{
+		epA.Identity: enforced, epB.Identity: enforced,
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	a.tcpEcho(t, port)
+	b.tcpEcho(t, port)
+
+	t.Run("allowed flows work, replies come back", func(t *testing.T) {
+		deltas := counterDeltas(t, d, func() {
+			for _, dst := range []netip.Addr{b.ep.IPv4, b.ep.IPv6} {
+				if err := a.ping(t, dst, 3, time.Second); err != nil {
+					t.Error(err)
+				}
+				if err := a.tcpExchange(t, dst, port, 2*time.Second); err != nil {
+					t.Errorf("TCP from %s to %s: %v", a.ep.ID, dst, err)
+				}
+			}
+		})
+		if deltas["drop_policy"] != 0 {
+			t.Errorf("drop_policy went up by %d", deltas["drop_policy"])
+		}
+	})
+
+	t.Run("denied flows are dropped and counted", func(t *testing.T) {
+		events, err := d.Events()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer events.Close()
+		deltas := counterDeltas(t, d, func() {
+			for _, dst := range []netip.Addr{a.ep.IPv4, a.ep.IPv6} {
+				if err := b.ping(t, dst, 1, 500*time.Millisecond); err == nil {
+					t.Errorf("ping %s from %s got a reply", dst, b.ep.ID)
+				}
+				if err := b.tcpExchange(t, dst, port, 500*time.Millisecond); err == nil {
+					t.Errorf("TCP from %s to %s got through", b.ep.ID, dst)
+				}
+			}
+			a.udpSend(t, b.ep.IPv4, 9)
+		})
+		// 2 pings, at least 2 SYNs, 1 datagram.
+		if deltas["drop_policy"] < 5 {
+			t.Errorf("drop_policy went up by %d, want at least 5", deltas["drop_policy"])
+		}
+		events.SetDeadline(time.Now().Add(2 * time.Second))
+		for {
+			ev, err := events.Read()
+			if err != nil {
+				t.Fatalf("no drop event for B's ping: %v", err)
+			}
+			if ev.Type == EventDrop && ev.Reason == "drop_policy" && ev.Src == b.ep.IPv4 && ev.ICMPType == 8 {
+				if ev.Endpoint != uint32(b.ep.HostIfIndex) || ev.SrcIdentity != epB.Identity || ev.DstIdentity != epA.Identity || ev.Dir != DirEgress {
+					t.Errorf("drop event %+v", ev)
+				}
+				break
+			}
+		}
+	})
+
+	t.Run("an endpoint back to init may do nothing", func(t *testing.T) {
+		init := a.ep
+		init.Identity = IdentityInit
+		if err := d.SetIdentity(init); err != nil {
+			t.Fatal(err)
+		}
+		deltas := counterDeltas(t, d, func() {
+			if err := a.ping(t, b.ep.IPv4, 1, 500*time.Millisecond); err == nil {
+				t.Error("init endpoint got a ping reply")
+			}
+		})
+		if deltas["drop_policy_init"] == 0 {
+			t.Error("drop_policy_init did not go up")
+		}
+		if err := d.SetIdentity(a.ep); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.ping(t, b.ep.IPv4, 3, time.Second); err != nil {
+			t.Error(err)
 		}
 	})
 }

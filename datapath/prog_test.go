@@ -13,13 +13,6 @@ import (
 	"github.com/cilium/ebpf/btf"
 )
 
-// Return codes of tc programs (linux/pkt_cls.h).
-const (
-	tcActOK       = 0
-	tcActShot     = 2
-	tcActRedirect = 7
-)
-
 // requirePrivileged skips t unless it runs as root: loading BPF programs and
 // creating network namespaces need CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN.
 func requirePrivileged(t testing.TB) {
@@ -50,6 +43,7 @@ var (
 		IPv4:         netip.MustParseAddr("10.210.1.5"),
 		IPv6:         netip.MustParseAddr("fd12:3456:789a:1::5"),
 		NetworkIndex: 1,
+		Identity:     256,
 	}
 	// A peer on the same network.
 	epB = Endpoint{
@@ -60,6 +54,7 @@ var (
 		IPv4:         netip.MustParseAddr("10.210.1.6"),
 		IPv6:         netip.MustParseAddr("fd12:3456:789a:1::6"),
 		NetworkIndex: 1,
+		Identity:     257,
 	}
 	// An endpoint of another network (same subnet, to prove isolation is by network, not address).
 	epC = Endpoint{
@@ -70,6 +65,7 @@ var (
 		IPv4:         netip.MustParseAddr("10.210.1.7"),
 		IPv6:         netip.MustParseAddr("fd12:3456:789a:1::7"),
 		NetworkIndex: 2,
+		Identity:     258,
 	}
 
 	// Addresses that are no endpoint's (documentation ranges; only ever in crafted packets).
@@ -85,7 +81,7 @@ var (
 // the programs of one endpoint loaded (not attached).
 type progFixture struct {
 	d     *Datapath
-	progs *endpointPrograms
+	progs *endpointProgs
 }
 
 func newProgFixture(t testing.TB, ep Endpoint) *progFixture {
@@ -471,5 +467,43 @@ func TestReasonsMatchObject(t *testing.T) {
 		case v.Value >= 256:
 			t.Errorf("%s = %d does not fit the metrics map", v.Name, v.Value)
 		}
+	}
+}
+
+// TestEndpointProgramsStayCheapToVerify guards the attach time: every
+// Attach loads the per-endpoint programs, and their load time is the
+// verifier's, proportional to the instructions it walks (about 1 µs each on
+// a small VM). Policy, conntrack and events belong in the shared programs,
+// verified once at Open. Raise a budget only knowing that.
+func TestEndpointProgramsStayCheapToVerify(t *testing.T) {
+	f := newProgFixture(t, epA)
+	for _, p := range []struct {
+		name   string
+		prog   *ebpf.Program
+		budget uint32
+	}{
+		{"from_container", f.progs.FromContainer, 2500},
+		{"to_container", f.progs.ToContainer, 1000},
+	} {
+		info, err := p.prog.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, ok := info.VerifiedInstructions()
+		if !ok {
+			t.Skip("kernel does not report verified instructions (before 5.16)")
+		}
+		t.Logf("%s: %d instructions verified", p.name, n)
+		if n > p.budget {
+			t.Errorf("%s: the verifier walked %d instructions; budget %d", p.name, n, p.budget)
+		}
+	}
+	for _, s := range []*ebpf.Program{f.d.shared.PolicyFromContainer, f.d.shared.PolicyToContainer} {
+		info, err := s.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := info.VerifiedInstructions()
+		t.Logf("shared %s: %d instructions verified (once, at Open)", info.Name, n)
 	}
 }

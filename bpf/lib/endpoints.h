@@ -2,8 +2,10 @@
 /*
  * The endpoints map: every local endpoint address (IPv4 as IPv4-mapped IPv6,
  * ::ffff:a.b.c.d) to where it lives. Shared by all endpoints, filled by the
- * Go side (datapath.Attach), read by from_container to deliver packets
- * straight into the receiver's namespace.
+ * Go side (datapath.Attach, datapath.SetIdentity), read by from_container to
+ * deliver packets straight into the receiver's namespace, and by the policy
+ * code to find the security identity of an endpoint address (its own one
+ * included: identities change at run time without reloading programs).
  */
 #pragma once
 
@@ -20,6 +22,7 @@ struct endpoint_info {
 	__u32 network;      /* network index; forwarding stays within one */
 	__u8 mac[6];        /* container-side MAC */
 	__u8 host_mac[6];   /* host-side veth MAC */
+	__u32 identity;     /* security identity; IDENTITY_INIT until labels are known */
 };
 
 struct {

@@ -62,8 +62,10 @@ static __always_inline int ipv6_addr_is_multicast(const union v6addr *a)
 }
 
 /*
- * ipv6_upper_layer walks at most IPV6_MAX_EXTHDRS extension headers after the
- * IPv6 header of the frame in ctx, whose Next Header field is nexthdr.
+ * ipv6_upper_layer walks at most IPV6_MAX_EXTHDRS extension headers of the
+ * frame in ctx, starting at offset off (from the start of the frame) with a
+ * header of type nexthdr: ETH_HLEN + sizeof(struct ipv6hdr) and the IPv6
+ * header's Next Header for the packet itself.
  * It returns IPV6_L4(proto, offset): the upper-layer protocol and the offset
  * (from the start of the frame) of its header. A fragment header stops the
  * walk with proto NEXTHDR_FRAGMENT: later fragments carry no upper-layer
@@ -80,9 +82,9 @@ static __always_inline int ipv6_addr_is_multicast(const union v6addr *a)
 #define IPV6_L4_LIMIT -2
 
 __attribute__((noinline))
-int ipv6_upper_layer(struct __sk_buff *ctx, __u32 nexthdr)
+int ipv6_upper_layer(struct __sk_buff *ctx, __u32 nexthdr, __u32 start)
 {
-	int off = ETH_HLEN + sizeof(struct ipv6hdr);
+	int off = start & 0xffff;
 	__u32 nh = nexthdr & 0xff;
 
 #pragma unroll
@@ -103,7 +105,7 @@ int ipv6_upper_layer(struct __sk_buff *ctx, __u32 nexthdr)
 			nh = ext[0];
 			break;
 		default:
-			return IPV6_L4(nh, off);
+			goto done;
 		}
 	}
 
@@ -113,7 +115,10 @@ int ipv6_upper_layer(struct __sk_buff *ctx, __u32 nexthdr)
 	case NEXTHDR_DEST:
 	case NEXTHDR_AUTH:
 		return IPV6_L4_LIMIT;
-	default:
-		return IPV6_L4(nh, off);
 	}
+done:
+	/* The offset must fit IPV6_L4; no packet is that long. */
+	if (off > 0xffff)
+		return IPV6_L4_TRUNCATED;
+	return IPV6_L4(nh, off);
 }

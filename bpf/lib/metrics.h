@@ -37,6 +37,12 @@ enum metric_reason {
 	METRIC_DROP_MULTICAST_IP6 = 79,     /* IPv6 multicast (not ND/MLD) */
 	METRIC_DROP_IP6_EXTHDR_LIMIT = 80,  /* too many IPv6 extension headers */
 	METRIC_DROP_ND_REPLY_FAILED = 81,   /* could not resize packet for NA */
+	METRIC_DROP_POLICY = 82,            /* denied by policy (deny entry or enforced default) */
+	METRIC_DROP_POLICY_INIT = 83,       /* an end is an endpoint with the init identity */
+	METRIC_DROP_POLICY_LOCKDOWN = 84,   /* subject in lockdown (its policy did not fit) */
+	METRIC_DROP_FRAG_ORPHAN = 85,       /* later fragment without a forwarded first one */
+	METRIC_DROP_NOT_FOR_ENDPOINT = 86,  /* host stack sent a unicast packet for another address */
+	METRIC_DROP_POLICY_UNAVAILABLE = 87, /* the shared policy program is missing */
 };
 
 #define METRIC_MAX_ENTRIES 256
@@ -61,15 +67,8 @@ struct {
 /* Anchors enum metric_reason in BTF so bpf2go can mirror it to Go. */
 const enum metric_reason *__metric_reason_btf __attribute__((unused));
 
-/*
- * metrics_count counts the packet in ctx under reason.
- *
- * A global (not inlined) function: the verifier checks it once, not at each
- * of the many verdict sites, which keeps programs small and quick to load
- * (Attach loads them for every endpoint).
- */
-__attribute__((noinline))
-int metrics_count(struct __sk_buff *ctx, __u32 reason)
+/* metrics_count counts the packet in ctx under reason; verdicts go through account() (events.h). */
+static __always_inline void metrics_count(struct __sk_buff *ctx, __u32 reason)
 {
 	struct metrics_value *v;
 	__u32 key = reason;
@@ -79,21 +78,4 @@ int metrics_count(struct __sk_buff *ctx, __u32 reason)
 		v->packets++;
 		v->bytes += ctx->len;
 	}
-	return 0;
-}
-
-/* forward counts the packet under reason and returns verdict. */
-static __always_inline int forward(struct __sk_buff *ctx,
-				   enum metric_reason reason, int verdict)
-{
-	metrics_count(ctx, reason);
-	return verdict;
-}
-
-/* drop counts the packet under reason and drops it. */
-static __always_inline int drop(struct __sk_buff *ctx,
-				enum metric_reason reason)
-{
-	metrics_count(ctx, reason);
-	return TC_ACT_SHOT;
 }
