@@ -19,7 +19,7 @@ type endpointCtEntry struct {
 	Revision   uint32
 	PolicyPort uint16
 	Checks     uint8
-	Pad        uint8
+	Denied     uint8
 }
 
 type endpointCtKey struct {

@@ -378,10 +378,20 @@ func TestConntrackEntriesCheckedAgainAfterPolicyChange(t *testing.T) {
 				} else {
 					expectRun(t, tb, epA, HookFromContainer, flow, "drop_policy")
 				}
-				if _, ok := ctLookup(t, d, flow); ok {
-					t.Error("conntrack entry of the denied flow still there")
+				if e, ok := ctLookup(t, d, flow); !ok || e.Denied == 0 {
+					t.Errorf("conntrack entry of the denied flow: %+v, %v; want a tombstone", e, ok)
 				}
 				expectRun(t, tb, epA, HookFromContainer, flow, "drop_policy")
+				// B's egress is open, yet B cannot carry on the cut
+				// connection as a flow of its own.
+				expectRun(t, tb, epB, HookFromContainer, reply, "drop_policy")
+
+				// Allowed again at a later revision: the flow resumes.
+				syncPolicy(t, tb, map[PolicyKey]Verdict{allow: VerdictAllow}, enf)
+				expectRun(t, tb, epB, HookFromContainer, reply, "forward_peer")
+				if e, ok := ctLookup(t, d, flow); !ok || e.Denied != 0 {
+					t.Errorf("conntrack entry after the flow was allowed again: %+v, %v", e, ok)
+				}
 			})
 		}
 	})

@@ -35,7 +35,14 @@ struct ct_entry {
 	__u32 revision;    /* policy revision the flow was last verified at */
 	__u16 policy_port; /* port the policy was checked with (host order) */
 	__u8 checks;       /* CT_CHECK_* */
-	__u8 pad;
+	/*
+	 * 0 while the flow is allowed. When a policy change denies it, the
+	 * drop reason: the entry stays as a tombstone so that neither
+	 * direction passes, and a packet of the other direction cannot start
+	 * the same connection over as a new flow, until the flow ages out or
+	 * a later revision allows it again.
+	 */
+	__u8 denied;
 };
 
 struct {

@@ -9,7 +9,8 @@
  * to_container). Replies of allowed flows need no check. When the policy
  * revision moved since an entry was verified, the entry's original checks
  * run again on its original tuple: still allowed, the entry is kept
- * (no transient drop); denied, it is deleted and the packet dropped.
+ * (no transient drop); denied, it becomes a tombstone (ct_entry.denied) that
+ * drops both directions, and the packet is dropped.
  */
 #pragma once
 
@@ -129,6 +130,8 @@ int ct_policy(struct __sk_buff *ctx, struct flow *f, __u32 checks, __u32 hook)
 	}
 	if (e) {
 		if (e->revision == rev) {
+			if (e->denied)
+				return e->denied;
 			ct_touch(e, bpf_ktime_get_ns());
 			goto pass;
 		}
@@ -144,11 +147,12 @@ int ct_policy(struct __sk_buff *ctx, struct flow *f, __u32 checks, __u32 hook)
 	if (e) {
 		if (f->ct == CT_REPLY)
 			flow_swap_identities(f);
-		if (!policy_allowed(match)) {
-			bpf_map_delete_elem(&ct, &key);
-			return policy_drop_reason(match);
-		}
 		e->revision = rev;
+		if (!policy_allowed(match)) {
+			e->denied = policy_drop_reason(match);
+			return e->denied;
+		}
+		e->denied = 0;
 		ct_touch(e, bpf_ktime_get_ns());
 		goto pass;
 	}
