@@ -12,5 +12,16 @@
 //	go test ./integration/ -v -run '/bridge$'    # the bridge baseline only
 //	go test ./integration/ -v -run '/membrane$'  # membrane only
 //
-// The probe subdirectory is the static checker binary baked into the image.
+// TestPolicy is membrane's policy truth table: one network of labelled
+// containers, a "world" network namespace behind the host (mbit-world,
+// 198.18.0.0/24 and fd00:198:18::/64, reached through the host's routing
+// and FORWARD chain) and the host itself; each scenario imports a policy
+// with the membrane CLI and checks every source and destination over TCP,
+// UDP and ICMP, IPv6 and IPv4, reporting all mismatches in one table
+// (matrix_test.go). Run it alone with
+//
+//	go test ./integration/ -v -run Policy
+//
+// The probe subdirectory is the static checker binary baked into the image;
+// the harness also runs it on the host and in the world namespace.
 package integration

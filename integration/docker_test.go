@@ -98,12 +98,19 @@ func recordNetwork(id string) {
 // (TCP echo on 7000, UDP echo on 7001, counter stream on 7002). It does not
 // register cleanup, so goroutines may call it.
 func runContainerErr(network string, flags ...string) (string, error) {
+	return runContainerCmdErr(network, flags, "/bin/probe", "serve")
+}
+
+// runContainerCmdErr starts a detached test container running cmd instead
+// of `probe serve`; like runContainerErr it registers no cleanup.
+func runContainerCmdErr(network string, flags []string, cmd ...string) (string, error) {
 	args := []string{"run", "-d", "--label", testLabel}
 	if network != "" {
 		args = append(args, "--network", network)
 	}
 	args = append(args, flags...)
-	args = append(args, testImage, "/bin/probe", "serve")
+	args = append(args, testImage)
+	args = append(args, cmd...)
 	return dockerErr(args...)
 }
 

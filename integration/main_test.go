@@ -255,6 +255,7 @@ func cleanStale() {
 	_ = os.Remove(pluginSocket)
 	_ = os.RemoveAll(bpfDir)
 	_ = exec.Command("ip", "link", "del", hostDevice).Run()
+	removeWorld()
 }
 
 func overlaySupported() bool {

@@ -37,22 +37,80 @@ type membraneDaemon struct {
 	// startErr is sticky: once the daemon failed to come up, later tests
 	// fail at once instead of each waiting for the same timeout.
 	startErr error
+
+	// flags are the daemon flags `membrane daemon --help` lists, read once
+	// after the build: optional flags are passed only when the binary
+	// knows them, so a daemon without them still starts for the other tests.
+	flagsOnce sync.Once
+	flags     map[string]bool
+	// metricsAddr is the loopback address given to --metrics-address,
+	// picked once so that restarts keep it.
+	metricsAddr string
+	// dockerHost, when set, replaces the harness's dockerd as
+	// --docker-host at the next start (a test that needs the daemon cut
+	// off from Docker's API sets it, and clears it before it restarts
+	// the daemon again).
+	dockerHost string
 }
 
 var membrane membraneDaemon
 
-// membraneArgs are the daemon flags the harness relies on.
+// membraneArgs are the daemon flags the harness relies on, plus
+// --policy-dir (an empty directory the tests may fill) and
+// --metrics-address when the binary has them. The caller holds membrane.mu.
 func membraneArgs() []string {
-	return []string{
+	dockerHost := h.dockerHost
+	if membrane.dockerHost != "" {
+		dockerHost = membrane.dockerHost
+	}
+	args := []string{
 		"daemon",
 		"--plugin-name", pluginName,
 		"--state-dir", filepath.Join(h.tmp, "state"),
 		"--bpf-dir", bpfDir,
-		"--api-socket", filepath.Join(h.tmp, "api.sock"),
-		"--docker-host", h.dockerHost,
+		"--api-socket", apiSocket(),
+		"--docker-host", dockerHost,
 		"--host-device", hostDevice,
 		"--log-level", "debug",
 	}
+	if daemonHasFlag("policy-dir") {
+		args = append(args, "--policy-dir", policyDir())
+	}
+	if daemonHasFlag("metrics-address") && membrane.metricsAddr != "" {
+		args = append(args, "--metrics-address", membrane.metricsAddr)
+	}
+	return args
+}
+
+// apiSocket is the daemon's management API socket; the CLI talks to it.
+func apiSocket() string { return filepath.Join(h.tmp, "api.sock") }
+
+// policyDir is the daemon's --policy-dir; it is empty unless a test puts a
+// file there (and takes it out again).
+func policyDir() string { return filepath.Join(h.tmp, "policies") }
+
+// daemonHasFlag reports whether `membrane daemon --help` lists --name. On
+// first use it also creates policyDir and picks the metrics address.
+func daemonHasFlag(name string) bool {
+	membrane.flagsOnce.Do(func() {
+		membrane.flags = map[string]bool{}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		// --help makes pflag print the flags and the command fail.
+		out, _ := exec.CommandContext(ctx, membrane.bin, "daemon", "--help").CombinedOutput()
+		for _, f := range strings.Fields(string(out)) {
+			if n, ok := strings.CutPrefix(f, "--"); ok {
+				n, _, _ = strings.Cut(n, "=")
+				membrane.flags[n] = true
+			}
+		}
+		_ = os.MkdirAll(policyDir(), 0o700)
+		if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
+			membrane.metricsAddr = ln.Addr().String()
+			ln.Close()
+		}
+	})
+	return membrane.flags[name]
 }
 
 // requireMembrane makes sure the daemon runs, building and starting it if
@@ -154,6 +212,7 @@ func startMembraneErr() error {
 		default:
 		}
 		if lastErr = activatePlugin(); lastErr == nil {
+			cliHung.Store(nil) // a new daemon: the CLI gets another chance
 			return nil
 		}
 		time.Sleep(200 * time.Millisecond)

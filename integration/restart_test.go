@@ -129,8 +129,19 @@ func startStream(t *testing.T, ctr, target string) *streamClient {
 // unbroken stream with no gap above streamMaxGap.
 func (s *streamClient) check(t *testing.T) {
 	t.Helper()
+	report, err := s.wait()
+	if err != nil {
+		t.Errorf("stream to %s: %v: %s", s.target, err, report)
+		return
+	}
+	t.Logf("stream to %s: %s", s.target, report)
+}
+
+// wait waits for the stopped client (at most 15 s) and returns what it
+// printed, and an error unless it reported an unbroken stream with no gap
+// above streamMaxGap.
+func (s *streamClient) wait() (report string, err error) {
 	var out []string
-	var err error
 	timeout := time.After(15 * time.Second)
 	for waiting := true; waiting; {
 		select {
@@ -151,10 +162,9 @@ func (s *streamClient) check(t *testing.T) {
 			waiting = false
 		}
 	}
-	report := strings.Join(out, "; ")
+	report = strings.Join(out, "; ")
 	if err != nil {
-		t.Errorf("stream to %s: %v: %s %s", s.target, err, report, strings.TrimSpace(s.stderr.String()))
-		return
+		return strings.TrimSpace(report + " " + strings.TrimSpace(s.stderr.String())), err
 	}
-	t.Logf("stream to %s: %s", s.target, report)
+	return report, nil
 }

@@ -4,11 +4,14 @@
 // each subcommand gives a plain yes/no answer through its exit code (0 = the
 // check passed, 1 = it failed, 2 = usage error) and says why on stderr:
 //
-//	probe serve                          tcp-serve 7000, udp-serve 7001 and stream-serve 7002 at once
+//	probe serve [flags]                  tcp-serve 7000, udp-serve 7001 and stream-serve 7002 at once
+//	                                     (-tcp, -udp, -stream take comma-separated port lists)
 //	probe tcp-serve PORT                 TCP echo server, IPv4 and IPv6
 //	probe tcp-check [flags] ADDR PORT    connect, send a token, expect it echoed
 //	probe udp-serve PORT                 UDP echo server, IPv4 and IPv6
 //	probe udp-check [flags] ADDR PORT    send a datagram, expect it echoed
+//	probe icmp-check [flags] ADDR        send an ICMP echo request, expect the reply
+//	probe checks [-parallel N]           run the checks listed on stdin at once, one JSON result per line
 //	probe stream-serve PORT              write a counter line every 50 ms to each client
 //	probe stream [flags] ADDR PORT       read that stream until a stop file appears; fail on a gap
 //	probe dns NAME                       print every address NAME resolves to, one per line
@@ -61,6 +64,10 @@ func main() {
 		err = tcpCheck(args)
 	case "udp-check":
 		err = udpCheck(args)
+	case "icmp-check":
+		err = icmpCheck(args)
+	case "checks":
+		err = checks(args)
 	case "stream":
 		err = stream(args)
 	case "dns":
@@ -76,7 +83,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: probe serve|tcp-serve|udp-serve|stream-serve|tcp-check|udp-check|stream|dns ...")
+	fmt.Fprintln(os.Stderr, "usage: probe serve|tcp-serve|udp-serve|stream-serve|tcp-check|udp-check|icmp-check|checks|stream|dns ...")
 	os.Exit(exitUsage)
 }
 
@@ -88,17 +95,30 @@ func portArg(cmd string, args []string) string {
 	return args[0]
 }
 
-// serve runs the three servers on their default ports; any one failing ends it.
+// serve runs the echo and stream servers, by default on 7000 (TCP), 7001
+// (UDP) and 7002 (stream); each flag takes a comma-separated list of ports.
+// Any server failing ends it.
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
-	tcpPort := fs.String("tcp", "7000", "TCP echo port")
-	udpPort := fs.String("udp", "7001", "UDP echo port")
-	streamPort := fs.String("stream", "7002", "stream port")
+	tcpPorts := fs.String("tcp", "7000", "TCP echo ports, comma-separated")
+	udpPorts := fs.String("udp", "7001", "UDP echo ports, comma-separated")
+	streamPorts := fs.String("stream", "7002", "stream ports, comma-separated")
 	_ = fs.Parse(args)
-	errc := make(chan error, 3)
-	go func() { errc <- tcpServe(*tcpPort) }()
-	go func() { errc <- udpServe(*udpPort) }()
-	go func() { errc <- streamServe(*streamPort) }()
+	var servers []func() error
+	for _, s := range []struct {
+		ports string
+		serve func(string) error
+	}{{*tcpPorts, tcpServe}, {*udpPorts, udpServe}, {*streamPorts, streamServe}} {
+		for _, p := range strings.Split(s.ports, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				servers = append(servers, func() error { return s.serve(p) })
+			}
+		}
+	}
+	errc := make(chan error, len(servers))
+	for _, srv := range servers {
+		go func() { errc <- srv() }()
+	}
 	return <-errc
 }
 
@@ -134,21 +154,19 @@ func acceptLoop(port string, handle func(net.Conn)) error {
 	}
 }
 
+// udpServe echoes datagrams on port, IPv4 and IPv6. Each reply leaves
+// from the address its request was sent to, as a client's connected socket
+// expects even when the host has several addresses (see udpEcho).
 func udpServe(port string) error {
-	pc, err := net.ListenPacket("udp", net.JoinHostPort("", port))
-	if err != nil {
-		return err
+	errc := make(chan error, 2)
+	for _, family := range []string{"udp4", "udp6"} {
+		go func() { errc <- udpEcho(family, port) }()
 	}
-	buf := make([]byte, 65535)
-	for {
-		n, from, err := pc.ReadFrom(buf)
-		if err != nil {
-			return fmt.Errorf("read: %w", err)
-		}
-		if _, err := pc.WriteTo(buf[:n], from); err != nil {
-			fmt.Fprintf(os.Stderr, "udp-serve: reply to %s: %v\n", from, err)
-		}
-	}
+	// One family may be missing (a host without IPv6); both failing is
+	// an error.
+	err := <-errc
+	fmt.Fprintf(os.Stderr, "udp-serve: %v\n", err)
+	return errors.Join(err, <-errc)
 }
 
 func streamServe(port string) error {
@@ -200,69 +218,87 @@ func token() string {
 	return hex.EncodeToString(b)
 }
 
-// tcpCheck connects and expects an echo. A refused connection is retried
-// until the deadline (the server may still be starting); anything else that
-// fails ends the check.
+// tcpCheck connects and expects an echo.
 func tcpCheck(args []string) error {
 	cf, host, port := parseCheck("tcp-check", args)
-	deadline := time.Now().Add(cf.timeout)
-	addr := net.JoinHostPort(host, port)
+	ok, err := tcpRoundTrip(cf.network("tcp"), net.JoinHostPort(host, port), cf.timeout)
+	if err != nil {
+		return err
+	}
+	fmt.Println(ok)
+	return nil
+}
+
+// tcpRoundTrip connects and expects an echo. A refused connection is
+// retried until the deadline (the server may still be starting); anything
+// else that fails ends the check.
+func tcpRoundTrip(network, addr string, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
 	var lastErr error
 	for time.Now().Before(deadline) {
 		d := net.Dialer{Deadline: deadline}
-		c, err := d.Dial(cf.network("tcp"), addr)
+		c, err := d.Dial(network, addr)
 		if err != nil {
 			lastErr = err
 			if errors.Is(err, syscall.ECONNREFUSED) {
 				time.Sleep(100 * time.Millisecond)
 				continue
 			}
-			return fmt.Errorf("connect %s: %w", addr, err)
+			return "", fmt.Errorf("connect %s: %w", addr, err)
 		}
 		defer c.Close()
 		_ = c.SetDeadline(deadline)
 		tok := token()
 		if _, err := io.WriteString(c, tok); err != nil {
-			return fmt.Errorf("write to %s: %w", c.RemoteAddr(), err)
+			return "", fmt.Errorf("write to %s: %w", c.RemoteAddr(), err)
 		}
 		got := make([]byte, len(tok))
 		if _, err := io.ReadFull(c, got); err != nil {
-			return fmt.Errorf("read echo from %s: %w", c.RemoteAddr(), err)
+			return "", fmt.Errorf("read echo from %s: %w", c.RemoteAddr(), err)
 		}
 		if string(got) != tok {
-			return fmt.Errorf("echo from %s: got %q, want %q", c.RemoteAddr(), got, tok)
+			return "", fmt.Errorf("echo from %s: got %q, want %q", c.RemoteAddr(), got, tok)
 		}
-		fmt.Printf("ok %s local %s\n", c.RemoteAddr(), c.LocalAddr())
-		return nil
+		return fmt.Sprintf("ok %s local %s", c.RemoteAddr(), c.LocalAddr()), nil
 	}
-	return fmt.Errorf("connect %s: timed out after %s: %v", addr, cf.timeout, lastErr)
+	return "", fmt.Errorf("connect %s: timed out after %s: %v", addr, timeout, lastErr)
 }
 
-// udpCheck sends a token every 250 ms until it comes back or the deadline passes.
+// udpCheck sends a datagram and expects it echoed.
 func udpCheck(args []string) error {
 	cf, host, port := parseCheck("udp-check", args)
-	deadline := time.Now().Add(cf.timeout)
-	addr := net.JoinHostPort(host, port)
-	d := net.Dialer{Deadline: deadline}
-	c, err := d.Dial(cf.network("udp"), addr)
+	ok, err := udpRoundTrip(cf.network("udp"), net.JoinHostPort(host, port), cf.timeout)
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", addr, err)
+		return err
+	}
+	fmt.Println(ok)
+	return nil
+}
+
+// udpRoundTrip sends a token every 250 ms (more often for short timeouts)
+// until it comes back or the deadline passes.
+func udpRoundTrip(network, addr string, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	d := net.Dialer{Deadline: deadline}
+	c, err := d.Dial(network, addr)
+	if err != nil {
+		return "", fmt.Errorf("dial %s: %w", addr, err)
 	}
 	defer c.Close()
+	resend := min(250*time.Millisecond, max(timeout/4, 10*time.Millisecond))
 	tok := token()
 	buf := make([]byte, 64)
 	for time.Now().Before(deadline) {
 		if _, err := io.WriteString(c, tok); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("send to %s: %w", addr, err)
+			return "", fmt.Errorf("send to %s: %w", addr, err)
 		}
-		_ = c.SetReadDeadline(minTime(deadline, time.Now().Add(250*time.Millisecond)))
+		_ = c.SetReadDeadline(minTime(deadline, time.Now().Add(resend)))
 		n, err := c.Read(buf)
 		if err == nil && string(buf[:n]) == tok {
-			fmt.Printf("ok %s local %s\n", c.RemoteAddr(), c.LocalAddr())
-			return nil
+			return fmt.Sprintf("ok %s local %s", c.RemoteAddr(), c.LocalAddr()), nil
 		}
 	}
-	return fmt.Errorf("no echo from %s within %s", addr, cf.timeout)
+	return "", fmt.Errorf("no echo from %s within %s", addr, timeout)
 }
 
 func minTime(a, b time.Time) time.Time {
