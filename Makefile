@@ -11,6 +11,9 @@ PLUGIN_TAG ?= latest
 # Fuzz targets (package:function), run briefly by `make test`; run them
 # longer by hand with e.g. `make fuzz FUZZTIME=10m`.
 FUZZTIME ?= 10s
+# Minimizing a new input can outlast a short -fuzztime and fail the run;
+# short runs skip it (set e.g. FUZZMINIMIZETIME=60s for long runs by hand).
+FUZZMINIMIZETIME ?= 0
 FUZZ_TARGETS := ./state:FuzzDecodeCheckpoint ./policy:FuzzParse \
 	./plugin:FuzzIPAMRequests ./plugin:FuzzNetworkDriverDecoding ./datapath:FuzzFromContainer
 
@@ -41,7 +44,7 @@ fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg || exit 1; \
 	done
 
 # Everything but the integration suite.
