@@ -29,8 +29,9 @@ var _ Docker = (*client.Client)(nil)
 // EndpointLabels tells the container, and all its labels, behind one
 // endpoint.
 type EndpointLabels struct {
-	EndpointID  string
-	ContainerID string
+	EndpointID    string
+	ContainerID   string
+	ContainerName string // without Docker's leading slash
 	// Labels are all the container's labels, unfiltered: its configuration
 	// labels, which Docker has already merged with its image's (the
 	// container's win). Each EndpointLabels has a map of its own.
@@ -283,8 +284,12 @@ func (w *Watcher) inspect(ctx context.Context, id string) ([]EndpointLabels, err
 	if err != nil {
 		return nil, err
 	}
-	if c.ContainerJSONBase != nil && c.ID != "" {
-		id = c.ID
+	var name string
+	if c.ContainerJSONBase != nil {
+		if c.ID != "" {
+			id = c.ID
+		}
+		name = strings.TrimPrefix(c.Name, "/")
 	}
 	if c.NetworkSettings == nil {
 		return nil, nil
@@ -302,7 +307,7 @@ func (w *Watcher) inspect(ctx context.Context, id string) ([]EndpointLabels, err
 		if l == nil {
 			l = map[string]string{}
 		}
-		eps = append(eps, EndpointLabels{EndpointID: n.EndpointID, ContainerID: id, Labels: l})
+		eps = append(eps, EndpointLabels{EndpointID: n.EndpointID, ContainerID: id, ContainerName: name, Labels: l})
 	}
 	return eps, nil
 }

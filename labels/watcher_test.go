@@ -241,7 +241,7 @@ func startWatcher(t *testing.T, f *fakeDocker, tune func(w *Watcher)) *recorder 
 }
 
 func ep(endpointID, containerID string, labels map[string]string) EndpointLabels {
-	return EndpointLabels{EndpointID: endpointID, ContainerID: containerID, Labels: labels}
+	return EndpointLabels{EndpointID: endpointID, ContainerID: containerID, ContainerName: containerID, Labels: labels} // the fake names a container "/"+ID
 }
 
 func assertDelivery(t *testing.T, got []EndpointLabels, want ...EndpointLabels) {

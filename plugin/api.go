@@ -35,6 +35,7 @@ type EndpointView struct {
 	ID            string            `json:"id"`
 	NetworkID     string            `json:"networkId"`
 	ContainerID   string            `json:"containerId,omitempty"`
+	ContainerName string            `json:"containerName,omitempty"`
 	Interface     string            `json:"interface"`
 	MAC           string            `json:"mac"`
 	IPv4          string            `json:"ipv4,omitempty"`
@@ -131,7 +132,7 @@ func (s *apiServer) status(w http.ResponseWriter, r *http.Request) {
 
 func (s *apiServer) endpointView(ep *state.Endpoint) EndpointView {
 	v := EndpointView{
-		ID: ep.ID, NetworkID: ep.NetworkID, ContainerID: ep.ContainerID, Interface: ep.HostIfName,
+		ID: ep.ID, NetworkID: ep.NetworkID, ContainerID: ep.ContainerID, ContainerName: ep.ContainerName, Interface: ep.HostIfName,
 		MAC: ep.MAC, Identity: ep.Identity, IdentityName: labels.Identity(ep.Identity).Reserved(),
 		Labels: ep.Labels, SandboxKey: ep.SandboxKey,
 	}
@@ -163,8 +164,8 @@ func (s *apiServer) listEndpoints(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, apiContentType, http.StatusOK, views)
 }
 
-// getEndpoint finds an endpoint by ID, unique ID prefix, or container ID
-// (prefix).
+// getEndpoint finds an endpoint by ID, unique ID prefix, container name,
+// or container ID (prefix).
 func (s *apiServer) getEndpoint(w http.ResponseWriter, r *http.Request) {
 	want := r.PathValue("id")
 	endpoints, err := state.ListEndpoints(s.store.Read())
@@ -174,7 +175,7 @@ func (s *apiServer) getEndpoint(w http.ResponseWriter, r *http.Request) {
 	}
 	var found []*state.Endpoint
 	for _, ep := range endpoints {
-		if strings.HasPrefix(ep.ID, want) || (ep.ContainerID != "" && strings.HasPrefix(ep.ContainerID, want)) {
+		if strings.HasPrefix(ep.ID, want) || ep.ContainerName == want || (ep.ContainerID != "" && strings.HasPrefix(ep.ContainerID, want)) {
 			found = append(found, ep)
 		}
 	}

@@ -80,7 +80,8 @@ func (c *controller) onLabels(ctx context.Context, eps []labels.EndpointLabels) 
 				return err
 			}
 			l := c.filter.Apply(el.Labels)
-			if ep.Identity != uint32(labels.IdentityInit) && ep.ContainerID == el.ContainerID && labels.Labels(ep.Labels).String() == l.String() {
+			if ep.Identity != uint32(labels.IdentityInit) && ep.ContainerID == el.ContainerID &&
+				ep.ContainerName == el.ContainerName && labels.Labels(ep.Labels).String() == l.String() {
 				continue
 			}
 			before, err := state.GetIdentityByKey(txn, l.String())
@@ -94,6 +95,7 @@ func (c *controller) onLabels(ctx context.Context, eps []labels.EndpointLabels) 
 			newIdentity = newIdentity || before == nil
 			next := ep.Copy()
 			next.ContainerID = el.ContainerID
+			next.ContainerName = el.ContainerName
 			next.Labels = l
 			if next.Identity != uint32(id) {
 				next.Identity = uint32(id)

@@ -38,6 +38,7 @@ type Endpoint struct {
 	Created    time.Time
 
 	ContainerID   string            // learnt from Docker, asynchronously; empty until then
+	ContainerName string            // likewise, without Docker's leading slash
 	Labels        map[string]string // identity labels (filtered); nil until known
 	Identity      uint32            // numeric security identity; labels.IdentityInit until labels are known
 	IdentitySince time.Time         // when Identity took effect

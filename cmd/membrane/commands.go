@@ -63,10 +63,20 @@ func endpointList(ctx context.Context, args []string) error {
 	}
 	return table("ENDPOINT\tCONTAINER\tIDENTITY\tINGRESS\tEGRESS\tIPV6\tIPV4\tLABELS", func(tw io.Writer) {
 		for _, e := range eps {
-			fmt.Fprintf(tw, "%.12s\t%.12s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, e.ContainerID, identityName(e),
+			fmt.Fprintf(tw, "%.12s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, containerName(e), identityName(e),
 				enforcement(e.PolicyIngress, e.Lockdown), enforcement(e.PolicyEgress, e.Lockdown), e.IPv6, e.IPv4, labelString(e.Labels))
 		}
 	})
+}
+
+func containerName(e plugin.EndpointView) string {
+	if e.ContainerName != "" {
+		return e.ContainerName
+	}
+	if len(e.ContainerID) > 12 {
+		return e.ContainerID[:12]
+	}
+	return e.ContainerID
 }
 
 func identityName(e plugin.EndpointView) string {
@@ -103,8 +113,8 @@ func endpointGet(ctx context.Context, args []string) error {
 	if e.IdentitySince != nil {
 		since = e.IdentitySince.Format(time.RFC3339Nano)
 	}
-	fmt.Printf("endpoint:       %s\nnetwork:        %s\ncontainer:      %s\ninterface:      %s\nmac:            %s\nipv6:           %s\nipv4:           %s\n",
-		e.ID, e.NetworkID, e.ContainerID, e.Interface, e.MAC, e.IPv6, e.IPv4)
+	fmt.Printf("endpoint:       %s\nnetwork:        %s\ncontainer:      %s %s\ninterface:      %s\nmac:            %s\nipv6:           %s\nipv4:           %s\n",
+		e.ID, e.NetworkID, e.ContainerName, e.ContainerID, e.Interface, e.MAC, e.IPv6, e.IPv4)
 	fmt.Printf("identity:       %s\nidentity since: %s\nlabels:         %s\ningress:        %s\negress:         %s\n",
 		identityName(e), since, labelString(e.Labels), enforcement(e.PolicyIngress, e.Lockdown), enforcement(e.PolicyEgress, e.Lockdown))
 	return nil
