@@ -197,7 +197,8 @@ func eventView(ev datapath.Event) EventView {
 			v.Proto = fmt.Sprint(ev.Proto)
 		}
 	}
-	if ev.Proto == 1 || ev.Proto == 58 {
+	// Drops decided on the IP header alone carry no ICMP type.
+	if (ev.Proto == 1 || ev.Proto == 58) && (ev.CT != "" || ev.ICMPType != 0) {
 		t := ev.ICMPType
 		v.ICMPType = &t
 	}
