@@ -11,7 +11,8 @@ import (
 
 // Reconcile makes the kernel match state after a start: gateways on the host
 // device, every endpoint's veth, routes and programs (re-attached in place,
-// so traffic keeps flowing), and no BPF attachments for endpoints that state
+// so traffic keeps flowing), masquerade, published ports and internal
+// isolation in iptables, and no BPF attachments for endpoints that state
 // does not know. Endpoints whose container side vanished while membrane was
 // down are detached and left in state for RemoveStale or Docker to delete.
 // It returns one error per object it could not repair, and goes on past them.
@@ -39,6 +40,9 @@ func (d *Driver) Reconcile() error {
 		if err := d.reconcileEndpoint(byID[ep.NetworkID], ep); err != nil {
 			errs = append(errs, fmt.Errorf("reconcile endpoint %s: %w", ep.ID, err))
 		}
+	}
+	if err := d.SyncFirewall(); err != nil {
+		errs = append(errs, fmt.Errorf("reconcile: %w", err))
 	}
 	attached, err := d.dp.AttachedEndpoints()
 	if err != nil {

@@ -22,6 +22,16 @@
 //
 //	go test ./integration/ -v -run Policy
 //
+// TestEgress and TestPorts use the same world namespace as the outside:
+// containers reach it masqueraded (or routed, for a global IPv6 subnet),
+// internal networks do not, and it reaches ports published with `docker
+// run -p` at the host's address on its link (198.18.0.1,
+// fd00:198:18::1), as the host does there and at 127.0.0.1;
+// TestPortsPolicy checks that ingress policy tells the two apart. Run
+// them alone with
+//
+//	go test ./integration/ -v -run 'Egress|Ports'
+//
 // The probe subdirectory is the static checker binary baked into the image;
 // the harness also runs it on the host and in the world namespace.
 package integration

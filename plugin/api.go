@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/membrane-net/membrane/datapath"
+	"github.com/membrane-net/membrane/firewall"
 	"github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/state"
 )
@@ -48,6 +49,10 @@ type EndpointView struct {
 	PolicyEgress  bool              `json:"policyEgress"`
 	Lockdown      bool              `json:"lockdown,omitempty"`
 	SandboxKey    string            `json:"sandboxKey,omitempty"`
+	// Ports are the published ports, "HOSTIP:HOSTPORT->PORT/PROTO" ("*"
+	// for every host address): Docker cannot show them for a remote
+	// driver (`docker port` is empty).
+	Ports []string `json:"ports,omitempty"`
 }
 
 // IdentityView is one identity as the API shows it.
@@ -141,6 +146,10 @@ func (s *apiServer) endpointView(ep *state.Endpoint) EndpointView {
 	}
 	if ep.IPv6.IsValid() {
 		v.IPv6 = ep.IPv6.String()
+	}
+	for _, p := range ep.Ports {
+		m := firewall.Mapping{Proto: firewall.Proto(p.Proto), HostIP: p.HostIP, HostPort: p.HostPort, Port: p.Port}
+		v.Ports = append(v.Ports, m.String())
 	}
 	if !ep.IdentitySince.IsZero() {
 		since := ep.IdentitySince

@@ -9,12 +9,15 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/docker/go-plugins-helpers/ipam"
 	"github.com/docker/go-plugins-helpers/network"
 
 	"github.com/membrane-net/membrane/driver"
+	"github.com/membrane-net/membrane/firewall"
 	ipamalloc "github.com/membrane-net/membrane/ipam"
 )
 
@@ -37,6 +40,14 @@ const (
 	logKeyDuration = "duration"
 	logKeyError    = "error"
 	logKeyStatus   = "status"
+	logKeyPorts    = "ports"
+)
+
+// Keys of the options Docker sends next to the user's generic ones
+// (libnetwork's netlabel package).
+const (
+	optionInternal = "com.docker.network.internal" // CreateNetwork: --internal, a JSON boolean
+	optionPortMap  = "com.docker.network.portmap"  // ProgramExternalConnectivity: the -p bindings
 )
 
 // dockerAPI answers Docker's NetworkDriver and IpamDriver calls.
@@ -71,8 +82,8 @@ func NewDockerHandler(drv *driver.Driver, alloc *ipamalloc.Allocator, log *slog.
 		"/NetworkDriver.Leave":                       decoded(a.leave),
 		"/NetworkDriver.DiscoverNew":                 decoded(ignore[network.DiscoveryNotification]),
 		"/NetworkDriver.DiscoverDelete":              decoded(ignore[network.DiscoveryNotification]),
-		"/NetworkDriver.ProgramExternalConnectivity": decoded(ignore[network.ProgramExternalConnectivityRequest]),
-		"/NetworkDriver.RevokeExternalConnectivity":  decoded(ignore[network.RevokeExternalConnectivityRequest]),
+		"/NetworkDriver.ProgramExternalConnectivity": decoded(a.programExternalConnectivity),
+		"/NetworkDriver.RevokeExternalConnectivity":  decoded(a.revokeExternalConnectivity),
 
 		"/IpamDriver.GetCapabilities": noRequest(func() (any, error) {
 			return ipam.CapabilitiesResponse{RequiresMACAddress: false}, nil
@@ -166,8 +177,12 @@ func (a *dockerAPI) createNetwork(_ context.Context, req network.CreateNetworkRe
 	if err != nil {
 		return nil, err
 	}
+	internal, err := internalOption(req.Options)
+	if err != nil {
+		return nil, err
+	}
 	err = a.drv.CreateNetwork(driver.NetworkRequest{
-		ID: req.NetworkID, IPv4: v4, IPv6: v6, Options: genericOptions(req.Options),
+		ID: req.NetworkID, IPv4: v4, IPv6: v6, Options: genericOptions(req.Options), Internal: internal,
 	})
 	return struct{}{}, err
 }
@@ -218,6 +233,25 @@ func genericOptions(opts map[string]any) map[string]string {
 		}
 	}
 	return out
+}
+
+// internalOption reads `--internal`, which Docker sends next to the
+// generic options as "com.docker.network.internal": true.
+func internalOption(opts map[string]any) (bool, error) {
+	switch v := opts[optionInternal].(type) {
+	case nil:
+		return false, nil
+	case bool:
+		return v, nil
+	case string:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return false, fmt.Errorf("%w: option %s=%q: want true or false", errBadRequest, optionInternal, v)
+		}
+		return b, nil
+	default:
+		return false, fmt.Errorf("%w: option %s=%v: want true or false", errBadRequest, optionInternal, v)
+	}
 }
 
 func (a *dockerAPI) deleteNetwork(_ context.Context, req network.DeleteNetworkRequest) (any, error) {
@@ -316,4 +350,88 @@ func (a *dockerAPI) requestAddress(_ context.Context, req ipam.RequestAddressReq
 
 func (a *dockerAPI) releaseAddress(_ context.Context, req ipam.ReleaseAddressRequest) (any, error) {
 	return struct{}{}, a.ipam.ReleaseAddress(req.PoolID, req.Address)
+}
+
+// portBinding is one entry of the com.docker.network.portmap option, as
+// Docker 20.10 sends it (libnetwork's types.PortBinding):
+//
+//	{"Proto":6,"IP":"","Port":7000,"HostIP":"","HostPort":8080,"HostPortEnd":8080}
+//
+// Proto is the IP protocol number; IP (the container's address) is empty;
+// HostIP is "" unless the user named one ("127.0.0.1", "::"); a host port
+// range (`-p 8000-8010:80`) is HostPort..HostPortEnd, and `-p 80` has both
+// 0. Ranges on both sides (`-p 8000-8001:80-81`) arrive as one binding per
+// port.
+type portBinding struct {
+	Proto       uint8
+	IP          string
+	Port        uint16
+	HostIP      string
+	HostPort    uint16
+	HostPortEnd uint16
+}
+
+// portRequests decodes the port bindings of ProgramExternalConnectivity.
+func portRequests(opts map[string]any) ([]firewall.Request, error) {
+	raw, ok := opts[optionPortMap]
+	if !ok || raw == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", errBadRequest, optionPortMap, err)
+	}
+	var bindings []portBinding
+	if err := json.Unmarshal(b, &bindings); err != nil {
+		return nil, fmt.Errorf("%w: %s: want a list of port bindings: %w", errBadRequest, optionPortMap, err)
+	}
+	reqs := make([]firewall.Request, 0, len(bindings))
+	for i, pb := range bindings {
+		r := firewall.Request{Port: pb.Port, HostPort: pb.HostPort, HostPortEnd: pb.HostPortEnd}
+		switch pb.Proto {
+		case 6:
+			r.Proto = firewall.TCP
+		case 17:
+			r.Proto = firewall.UDP
+		case 132:
+			r.Proto = firewall.SCTP
+		default:
+			return nil, fmt.Errorf("%w: %s[%d].Proto %d: want 6 (tcp), 17 (udp) or 132 (sctp)", errBadRequest, optionPortMap, i, pb.Proto)
+		}
+		if pb.HostIP != "" {
+			if r.HostIP, err = netip.ParseAddr(pb.HostIP); err != nil {
+				return nil, fmt.Errorf("%w: %s[%d].HostIP %q: %w", errBadRequest, optionPortMap, i, pb.HostIP, err)
+			}
+		}
+		if err := r.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: %s[%d]: %w", errBadRequest, optionPortMap, i, err)
+		}
+		reqs = append(reqs, r)
+	}
+	return reqs, nil
+}
+
+func (a *dockerAPI) programExternalConnectivity(_ context.Context, req network.ProgramExternalConnectivityRequest) (any, error) {
+	reqs, err := portRequests(req.Options)
+	if err != nil {
+		return nil, err
+	}
+	ports, err := a.drv.ProgramExternalConnectivity(req.NetworkID, req.EndpointID, reqs)
+	if err != nil {
+		return nil, err
+	}
+	if len(ports) > 0 {
+		shown := make([]string, len(ports))
+		for i, p := range ports {
+			shown[i] = p.String()
+		}
+		a.log.Info("ports published", logKeyEndpoint, req.EndpointID, logKeyPorts, strings.Join(shown, " "))
+	} else if len(reqs) > 0 {
+		a.log.Info("ports not published: the network is internal", logKeyEndpoint, req.EndpointID, logKeyNetwork, req.NetworkID)
+	}
+	return struct{}{}, nil
+}
+
+func (a *dockerAPI) revokeExternalConnectivity(_ context.Context, req network.RevokeExternalConnectivityRequest) (any, error) {
+	return struct{}{}, a.drv.RevokeExternalConnectivity(req.NetworkID, req.EndpointID)
 }

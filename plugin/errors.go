@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/membrane-net/membrane/driver"
+	"github.com/membrane-net/membrane/firewall"
 	ipamalloc "github.com/membrane-net/membrane/ipam"
 	"github.com/membrane-net/membrane/state"
 )
@@ -17,6 +18,7 @@ func httpStatus(err error) int {
 		errors.Is(err, driver.ErrInvalidOption),
 		errors.Is(err, driver.ErrInvalidRequest),
 		errors.Is(err, driver.ErrIPv6Required),
+		errors.Is(err, firewall.ErrInvalidPort),
 		ipamalloc.IsBadRequest(err):
 		return http.StatusBadRequest
 	case errors.Is(err, errNotFound),
@@ -25,7 +27,7 @@ func httpStatus(err error) int {
 		errors.Is(err, state.ErrNotFound),
 		ipamalloc.IsNotFound(err):
 		return http.StatusNotFound
-	case ipamalloc.IsConflict(err):
+	case ipamalloc.IsConflict(err), errors.Is(err, firewall.ErrPortAllocated):
 		return http.StatusConflict
 	case ipamalloc.IsUnavailable(err):
 		return http.StatusServiceUnavailable

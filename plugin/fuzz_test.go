@@ -52,6 +52,7 @@ func FuzzNetworkDriverDecoding(f *testing.F) {
 		`{"NetworkID":"n","EndpointID":"e","Interface":{"Address":"10.0.0.2/24","AddressIPv6":"fd00::2/64","MacAddress":""}}`,
 		`{"Options":{"com.docker.network.generic":[1,2]},"IPv4Data":[null,{"Pool":"x"}]}`,
 		`{"Interface":{"Address":"300.1.1.1/24"}}`,
+		`{"Options":{"com.docker.network.portmap":[{"Proto":6,"IP":"","Port":7000,"HostIP":"127.0.0.1","HostPort":8100,"HostPortEnd":8105}]}}`,
 	} {
 		f.Add(seed)
 	}
@@ -59,6 +60,7 @@ func FuzzNetworkDriverDecoding(f *testing.F) {
 		var nr network.CreateNetworkRequest
 		if decodeRequest([]byte(body), &nr) == nil {
 			_ = genericOptions(nr.Options)
+			_, _ = internalOption(nr.Options)
 			for _, data := range [][]*network.IPAMData{nr.IPv4Data, nr.IPv6Data} {
 				subs, err := ipamData("IPv4Data", data)
 				if err != nil {
@@ -68,6 +70,15 @@ func FuzzNetworkDriverDecoding(f *testing.F) {
 					if !s.Pool.IsValid() {
 						t.Fatalf("accepted an invalid pool from %q", body)
 					}
+				}
+			}
+		}
+		var pr network.ProgramExternalConnectivityRequest
+		if decodeRequest([]byte(body), &pr) == nil {
+			reqs, err := portRequests(pr.Options)
+			for _, r := range reqs {
+				if err != nil || r.Validate() != nil {
+					t.Fatalf("accepted an invalid port binding %+v from %q", r, body)
 				}
 			}
 		}

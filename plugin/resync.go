@@ -12,6 +12,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/membrane-net/membrane/driver"
+	"github.com/membrane-net/membrane/firewall"
 	ipamalloc "github.com/membrane-net/membrane/ipam"
 	"github.com/membrane-net/membrane/state"
 )
@@ -23,6 +24,7 @@ import (
 type dockerResync struct {
 	cfg    Config
 	drv    *driver.Driver
+	fw     *firewall.Firewall
 	ipam   *ipamalloc.Allocator
 	store  *state.Store
 	docker *client.Client
@@ -38,9 +40,13 @@ func (r *dockerResync) loop(ctx context.Context) {
 		case <-time.After(wait):
 		}
 		wait = r.cfg.Resync
+		// Docker may have rebuilt its chains meanwhile (it does when it
+		// restarts), or someone flushed them.
+		if err := r.drv.SyncFirewall(); err != nil {
+			r.log.Warn("program iptables", logKeyError, err.Error())
+		}
 		if r.cfg.ManageForwarding {
-			// Docker may have rebuilt its FORWARD chain meanwhile.
-			if err := driver.EnableForwarding(); err != nil {
+			if err := r.fw.EnableForwarding(); err != nil {
 				r.log.Warn("accept forwarding", logKeyError, err.Error())
 			}
 		}

@@ -3,6 +3,7 @@ package state
 import (
 	"bytes"
 	"maps"
+	"slices"
 )
 
 // Copy returns a deep copy of n, to change and Put.
@@ -30,6 +31,7 @@ func (e *Endpoint) Copy() *Endpoint {
 	}
 	c := *e
 	c.Labels = maps.Clone(e.Labels)
+	c.Ports = slices.Clone(e.Ports)
 	return &c
 }
 

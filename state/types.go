@@ -16,7 +16,10 @@ type Network struct {
 	IPv6    *Subnet           // nil when the network has no IPv6
 	MTU     int               // 0 means the host default
 	Options map[string]string // driver options as Docker passed them
-	Created time.Time
+	// Internal networks (`docker network create --internal`) reach
+	// nothing beyond themselves.
+	Internal bool
+	Created  time.Time
 }
 
 // Subnet is one address family's subnet of a network.
@@ -42,6 +45,22 @@ type Endpoint struct {
 	Labels        map[string]string // identity labels (filtered); nil until known
 	Identity      uint32            // numeric security identity; labels.IdentityInit until labels are known
 	IdentitySince time.Time         // when Identity took effect
+
+	// Ports are the ports published for the endpoint's container
+	// (`docker run -p`), set by ProgramExternalConnectivity and cleared
+	// by RevokeExternalConnectivity.
+	Ports []PortMapping
+}
+
+// PortMapping is one port an endpoint publishes on the host.
+type PortMapping struct {
+	Proto string // "tcp", "udp" or "sctp"
+	// HostIP is where the port is published: the zero Addr means every
+	// host address of both families, 0.0.0.0 or :: every address of one
+	// family, anything else that address only.
+	HostIP   netip.Addr
+	HostPort uint16 // the host port, picked from the range Docker asked for
+	Port     uint16 // the container's port
 }
 
 // Pool is an address pool handed to Docker by the IPAM driver.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/membrane-net/membrane/plugin"
@@ -117,6 +118,9 @@ func endpointGet(ctx context.Context, args []string) error {
 		e.ID, e.NetworkID, e.ContainerName, e.ContainerID, e.Interface, e.MAC, e.IPv6, e.IPv4)
 	fmt.Printf("identity:       %s\nidentity since: %s\nlabels:         %s\ningress:        %s\negress:         %s\n",
 		identityName(e), since, labelString(e.Labels), enforcement(e.PolicyIngress, e.Lockdown), enforcement(e.PolicyEgress, e.Lockdown))
+	if len(e.Ports) > 0 {
+		fmt.Printf("ports:          %s\n", strings.Join(e.Ports, " "))
+	}
 	return nil
 }
 
