@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/membrane-net/membrane/datapath"
+	"github.com/membrane-net/membrane/firewall"
 	"github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/state"
 )
@@ -33,7 +34,23 @@ type Config struct {
 	HostDevice string
 	// Now returns the current time; time.Now when nil.
 	Now func() time.Time
+	// Firewall masquerades, publishes ports and isolates internal
+	// networks; nil leaves iptables alone.
+	Firewall Firewall
+	// Ports picks host ports for published ports.
+	Ports firewall.PortAllocator
+	// EndpointRemoved, when set, is called after an endpoint left state
+	// (its identity may be unused now). It must not block.
+	EndpointRemoved func()
 }
+
+// Firewall is what the driver needs from the host firewall: make its rules
+// match the networks and endpoints in state.
+type Firewall interface {
+	Sync(firewall.State) error
+}
+
+var _ Firewall = (*firewall.Firewall)(nil)
 
 // Driver serves Docker's NetworkDriver calls.
 type Driver struct {
@@ -42,6 +59,10 @@ type Driver struct {
 	k     kernel
 	cfg   Config
 	locks keyedLocks
+	// fw serialises reading state for the firewall with programming it
+	// (and port allocation with recording it), so that an older view
+	// never overwrites a newer one.
+	fw sync.Mutex
 }
 
 // New returns a driver that records objects in store, programs the host
@@ -68,9 +89,12 @@ type NetworkRequest struct {
 	IPv4    []IPAMData
 	IPv6    []IPAMData
 	Options map[string]string // the user's -o options
+	// Internal is `docker network create --internal`.
+	Internal bool
 }
 
-// CreateNetwork records a network and puts its gateways on the host device.
+// CreateNetwork records a network, puts its gateways on the host device and
+// programs its masquerade (or, for an internal network, its isolation).
 func (d *Driver) CreateNetwork(req NetworkRequest) error {
 	if req.ID == "" {
 		return fmt.Errorf("%w: create network: empty network ID", ErrInvalidRequest)
@@ -115,7 +139,7 @@ func (d *Driver) CreateNetwork(req NetworkRequest) error {
 		}
 		nw = &state.Network{
 			ID: req.ID, Index: index, IPv4: v4, IPv6: v6, MTU: opts.MTU,
-			Options: req.Options, Created: d.cfg.Now(),
+			Options: req.Options, Internal: req.Internal, Created: d.cfg.Now(),
 		}
 		return state.PutNetwork(txn, nw)
 	})
@@ -123,6 +147,9 @@ func (d *Driver) CreateNetwork(req NetworkRequest) error {
 		return fmt.Errorf("create network %s: %w", req.ID, err)
 	}
 	if err := d.realizeNetwork(nw); err != nil {
+		return fmt.Errorf("create network %s: %w", req.ID, err)
+	}
+	if err := d.SyncFirewall(); err != nil {
 		return fmt.Errorf("create network %s: %w", req.ID, err)
 	}
 	return nil
@@ -216,6 +243,9 @@ func (d *Driver) DeleteNetwork(id string) error {
 		return ignoreNotFound(state.DeleteNetwork(txn, id))
 	})
 	if err != nil {
+		return fmt.Errorf("delete network %s: %w", id, err)
+	}
+	if err := d.SyncFirewall(); err != nil {
 		return fmt.Errorf("delete network %s: %w", id, err)
 	}
 	return nil
@@ -379,9 +409,21 @@ func (d *Driver) removeEndpoint(ep *state.Endpoint) error {
 	if err := d.k.deleteLink(ep.HostIfName); err != nil {
 		return err
 	}
-	return d.store.Write(func(txn *memdb.Txn) error {
-		return ignoreNotFound(state.DeleteEndpoint(txn, ep.ID))
+	removed := false
+	err := d.store.Write(func(txn *memdb.Txn) error {
+		err := state.DeleteEndpoint(txn, ep.ID)
+		removed = err == nil
+		return ignoreNotFound(err)
 	})
+	if removed && d.cfg.EndpointRemoved != nil {
+		d.cfg.EndpointRemoved()
+	}
+	if err != nil || len(ep.Ports) == 0 {
+		return err
+	}
+	// Docker revokes published ports before it deletes an endpoint,
+	// unless it never got to (a crash, a daemon that was down).
+	return d.SyncFirewall()
 }
 
 // DeleteEndpoint removes an endpoint. An unknown endpoint is fine, but its
@@ -430,10 +472,13 @@ func (d *Driver) Join(networkID, endpointID, sandboxKey string) (JoinResponse, e
 			return err
 		}
 		resp = JoinResponse{SrcName: ep.PeerIfName, DstPrefix: "eth"}
-		if ep.IPv4.IsValid() {
+		// As on Docker's bridge, a container gets no default route from
+		// an internal network: it reaches its network and the gateway,
+		// which is on-link, and nothing beyond.
+		if ep.IPv4.IsValid() && !nw.Internal {
 			resp.Gateway = gatewayOf(nw.IPv4)
 		}
-		if ep.IPv6.IsValid() {
+		if ep.IPv6.IsValid() && !nw.Internal {
 			resp.GatewayIPv6 = gatewayOf(nw.IPv6)
 		}
 		if ep.SandboxKey == sandboxKey {

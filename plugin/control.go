@@ -38,6 +38,8 @@ type controller struct {
 	log    *slog.Logger
 	now    func() time.Time
 
+	collectKick <-chan struct{} // endpoints went away: collect unused identities
+
 	mu          sync.Mutex                             // serialises recompute and what must follow it
 	applied     uint64                                 // policy revision the datapath enforces
 	enforcement map[labels.Identity]policy.Enforcement // per identity, after the last sync
@@ -387,4 +389,35 @@ func (c *controller) ipcache(txn *memdb.Txn, cidrs map[netip.Prefix]labels.Ident
 		out[netip.PrefixFrom(ip, ip.BitLen())] = uint32(labels.IdentityHost)
 	}
 	return out, nil
+}
+
+// collectLoop collects identities whenever endpoints went away.
+func (c *controller) collectLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.collectKick:
+			if err := c.collect(); err != nil {
+				c.log.Warn("collect unused identities", logKeyError, err.Error())
+			}
+		}
+	}
+}
+
+// collect deletes identities no endpoint uses and no policy names, and
+// takes their entries out of the policy map.
+func (c *controller) collect() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var removed []labels.Identity
+	err := c.store.Write(func(txn *memdb.Txn) error {
+		var err error
+		removed, err = c.alloc.CollectTxn(txn, c.policyCIDRsTxn(txn))
+		return err
+	})
+	if err != nil || len(removed) == 0 {
+		return err
+	}
+	return c.recomputeLocked()
 }

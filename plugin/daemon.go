@@ -19,6 +19,7 @@ import (
 
 	"github.com/membrane-net/membrane/datapath"
 	"github.com/membrane-net/membrane/driver"
+	"github.com/membrane-net/membrane/firewall"
 	ipamalloc "github.com/membrane-net/membrane/ipam"
 	"github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/state"
@@ -40,7 +41,7 @@ type Config struct {
 	PolicyDir        string   // policy files imported at start; empty for none
 	IdentityLabels   []string // label filter patterns (labels.NewFilter)
 	MetricsAddress   string   // Prometheus /metrics listener; empty for none
-	ManageForwarding bool     // turn on forwarding and accept membrane traffic in FORWARD
+	ManageForwarding bool     // turn on forwarding and accept membrane traffic in FORWARD (NAT and internal isolation are always programmed)
 }
 
 // Log attribute keys of the daemon.
@@ -69,6 +70,9 @@ func (c Config) PluginSocket() string { return filepath.Join(c.PluginDir, c.Plug
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := ensureBPFFS(cfg.BPFDir); err != nil {
 		return err
+	}
+	if err := writableProcSys(); err != nil {
+		log.Error("sysctls cannot be set", logKeyError, err.Error())
 	}
 	store, restored, err := state.Open(cfg.StateDir)
 	if err != nil {
@@ -102,7 +106,28 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("start IPAM: %w", err)
 	}
-	drv, err := driver.New(store, dp, nl, driver.Config{HostDevice: cfg.HostDevice})
+	// The host device is unique per daemon on a host: it names the
+	// daemon's own iptables chains.
+	fw, err := firewall.New(firewall.Config{Instance: cfg.HostDevice, Interfaces: driver.HostInterfaces})
+	if err != nil {
+		return fmt.Errorf("start firewall: %w", err)
+	}
+	ports := firewall.PortAllocator{EphemeralFirst: 49153, EphemeralLast: 65535, InUse: firewall.HostPortInUse}
+	if first, last, err := firewall.EphemeralRange(); err != nil {
+		log.Warn("ephemeral port range unknown: `-p PORT` picks host ports from 49153-65535", logKeyError, err.Error())
+	} else {
+		ports.EphemeralFirst, ports.EphemeralLast = first, last
+	}
+	// Endpoints that go away may leave identities unused: the controller
+	// collects them, outside the Docker call that removed the endpoint.
+	collectKick := make(chan struct{}, 1)
+	endpointRemoved := func() {
+		select {
+		case collectKick <- struct{}{}:
+		default: // a collection is already due
+		}
+	}
+	drv, err := driver.New(store, dp, nl, driver.Config{HostDevice: cfg.HostDevice, Firewall: fw, Ports: ports, EndpointRemoved: endpointRemoved})
 	if err != nil {
 		return fmt.Errorf("start driver: %w", err)
 	}
@@ -111,7 +136,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		log.Error("reconcile with the kernel", logKeyError, err.Error())
 	}
 	if cfg.ManageForwarding {
-		if err := driver.EnableForwarding(); err != nil {
+		if err := fw.EnableForwarding(); err != nil {
 			log.Error("traffic beyond the host may be dropped", logKeyError, err.Error())
 		}
 	}
@@ -122,7 +147,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	ctl := &controller{
 		store: store, dp: dp, nl: nl, filter: filter, log: log, now: time.Now,
-		alloc: labels.NewAllocator(store, time.Now),
+		alloc:       labels.NewAllocator(store, time.Now),
+		collectKick: collectKick,
 	}
 	if err := ctl.Recompute(); err != nil {
 		return fmt.Errorf("apply stored policy: %w", err)
@@ -173,9 +199,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			}
 		}()
 	}
+	go ctl.collectLoop(ctx)
 	watcher := labels.NewWatcher(docker, log, ctl.onLabels)
 	go watcher.Run(ctx)
-	resync := &dockerResync{cfg: cfg, drv: drv, ipam: alloc, store: store, docker: docker, log: log}
+	resync := &dockerResync{cfg: cfg, drv: drv, fw: fw, ipam: alloc, store: store, docker: docker, log: log}
 	go resync.loop(ctx)
 
 	select {
@@ -299,6 +326,26 @@ func importPolicyDir(ctl *controller, dir string, log *slog.Logger) error {
 			return fmt.Errorf("--policy-dir: %s: %w", path, err)
 		}
 		log.Info("policy file imported", logKeyPath, path, logKeyRevision, rev)
+	}
+	return nil
+}
+
+// writableProcSys remounts /proc/sys read-write where it is mounted
+// read-only, as Docker does for a managed plugin. The plugin holds
+// CAP_SYS_ADMIN in a mount namespace of its own, so the remount is seen by
+// the plugin only; membrane needs it for the forwarding and route_localnet
+// sysctls.
+func writableProcSys() error {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/proc/sys", &st); err != nil {
+		return fmt.Errorf("statfs /proc/sys: %w", err)
+	}
+	if st.Flags&unix.ST_RDONLY == 0 {
+		return nil
+	}
+	keep := uintptr(st.Flags) & (unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+	if err := unix.Mount("", "/proc/sys", "", unix.MS_REMOUNT|unix.MS_BIND|keep, ""); err != nil {
+		return fmt.Errorf("remount /proc/sys read-write: %w", err)
 	}
 	return nil
 }
