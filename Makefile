@@ -5,12 +5,15 @@ GO        ?= go
 BIN       := bin/membrane
 PLUGIN    ?= membrane
 PLUGIN_TAG ?= latest
+XTABLES   ?=
 
 .PHONY: build generate check-generate vet test test-unit fuzz plugin run bench clean
 
-# Fuzz targets (package:function), run briefly by `make test`; run them
-# longer by hand with e.g. `make fuzz FUZZTIME=10m`.
-FUZZTIME ?= 10s
+# Fuzz targets (package:function), run briefly by `make test` (a count of
+# inputs, not a time: a timed run can fail with "context deadline
+# exceeded" when its deadline falls mid-run); run them longer by hand with
+# e.g. `make fuzz FUZZTIME=10m`.
+FUZZTIME ?= 60000x
 # Minimizing a new input can outlast a short -fuzztime and fail the run;
 # short runs skip it (set e.g. FUZZMINIMIZETIME=60s for long runs by hand).
 FUZZMINIMIZETIME ?= 0
@@ -51,9 +54,13 @@ fuzz:
 test-unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)
 
-# Build the managed plugin (rootfs + config.json) and create it in Docker.
+# The managed plugin: rootfs (membrane, iptables, ip6tables) in build/plugin,
+# created in Docker as $(PLUGIN):$(PLUGIN_TAG). PLUGIN may name a registry
+# (make plugin PLUGIN=registry.example/membrane PLUGIN_TAG=v1, then docker
+# plugin push); XTABLES=nft|legacy picks the iptables backend (default: this
+# host's).
 plugin: build
-	./hack/make-plugin.sh $(PLUGIN):$(PLUGIN_TAG)
+	XTABLES=$(XTABLES) ./hack/make-plugin.sh $(PLUGIN):$(PLUGIN_TAG)
 
 # Run membrane for real: Docker engine (started if none runs), the plugin,
 # and a demo network.
