@@ -355,25 +355,17 @@ func (d *Driver) realizeEndpoint(nw *state.Network, ep *state.Endpoint) error {
 	if err != nil {
 		return err
 	}
-	dpe := datapath.Endpoint{
-		ID:           ep.ID,
-		HostIfIndex:  link.Attrs().Index,
-		HostMAC:      link.Attrs().HardwareAddr,
-		MAC:          mac,
-		NetworkIndex: nw.Index,
-		Identity:     ep.Identity,
-	}
-	if dpe.Identity == 0 {
-		dpe.Identity = uint32(labels.IdentityInit)
-	}
-	if ep.IPv4.IsValid() {
-		dpe.IPv4 = ep.IPv4.Addr()
+	dpe := DatapathEndpoint(ep)
+	dpe.HostIfIndex = link.Attrs().Index
+	dpe.HostMAC = link.Attrs().HardwareAddr
+	dpe.MAC = mac
+	dpe.NetworkIndex = nw.Index
+	if dpe.IPv4.IsValid() {
 		if err := d.k.ensureRouteToContainer(link, dpe.IPv4, mac, gatewayOf(nw.IPv4)); err != nil {
 			return err
 		}
 	}
-	if ep.IPv6.IsValid() {
-		dpe.IPv6 = ep.IPv6.Addr()
+	if dpe.IPv6.IsValid() {
 		if err := d.k.ensureRouteToContainer(link, dpe.IPv6, mac, gatewayOf(nw.IPv6)); err != nil {
 			return err
 		}
@@ -388,10 +380,12 @@ func gatewayOf(sub *state.Subnet) netip.Addr {
 	return sub.Gateway
 }
 
-// datapathEndpoint is the part of an endpoint record the datapath needs to
-// find what it attached (the IDs and addresses; ifindex may be gone).
-func datapathEndpoint(ep *state.Endpoint) datapath.Endpoint {
-	dpe := datapath.Endpoint{ID: ep.ID}
+// DatapathEndpoint is what an endpoint record tells the datapath: ID,
+// addresses and identity (0, not known yet, is init to the datapath). The
+// kernel's side (ifindex, MACs, network number) is filled in when the
+// endpoint is attached; detaching and identity changes need only this.
+func DatapathEndpoint(ep *state.Endpoint) datapath.Endpoint {
+	dpe := datapath.Endpoint{ID: ep.ID, Identity: ep.Identity}
 	if ep.IPv4.IsValid() {
 		dpe.IPv4 = ep.IPv4.Addr()
 	}
@@ -403,7 +397,7 @@ func datapathEndpoint(ep *state.Endpoint) datapath.Endpoint {
 
 // removeEndpoint takes an endpoint out of the kernel and out of state.
 func (d *Driver) removeEndpoint(ep *state.Endpoint) error {
-	if err := d.dp.Detach(datapathEndpoint(ep)); err != nil {
+	if err := d.dp.Detach(DatapathEndpoint(ep)); err != nil {
 		return err
 	}
 	if err := d.k.deleteLink(ep.HostIfName); err != nil {

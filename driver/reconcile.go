@@ -72,7 +72,7 @@ func (d *Driver) reconcileEndpoint(nw *state.Network, ep *state.Endpoint) error 
 	_, err := d.k.nl.LinkByName(ep.HostIfName)
 	if isNotFound(err) && ep.SandboxKey != "" {
 		// The container's namespace went away with its end of the veth.
-		return d.dp.Detach(datapathEndpoint(ep))
+		return d.dp.Detach(DatapathEndpoint(ep))
 	}
 	if err != nil && !isNotFound(err) {
 		return fmt.Errorf("look up veth %s: %w", ep.HostIfName, err)

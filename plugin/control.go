@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/membrane-net/membrane/datapath"
+	"github.com/membrane-net/membrane/driver"
 	"github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/policy"
 	"github.com/membrane-net/membrane/state"
@@ -126,24 +127,13 @@ func (c *controller) onLabels(ctx context.Context, eps []labels.EndpointLabels) 
 	}
 	var errs []error
 	for _, ep := range changed {
-		if err := c.dp.SetIdentity(datapathEndpointOf(ep)); err != nil {
+		if err := c.dp.SetIdentity(driver.DatapathEndpoint(ep)); err != nil {
 			errs = append(errs, fmt.Errorf("set identity of endpoint %s: %w", ep.ID, err))
 			continue
 		}
 		c.log.Info("endpoint identity", logKeyEndpoint, ep.ID, logKeyIdentity, ep.Identity, logKeyLabels, labels.Labels(ep.Labels).String())
 	}
 	return errors.Join(errs...)
-}
-
-func datapathEndpointOf(ep *state.Endpoint) datapath.Endpoint {
-	dpe := datapath.Endpoint{ID: ep.ID, Identity: ep.Identity}
-	if ep.IPv4.IsValid() {
-		dpe.IPv4 = ep.IPv4.Addr()
-	}
-	if ep.IPv6.IsValid() {
-		dpe.IPv6 = ep.IPv6.Addr()
-	}
-	return dpe
 }
 
 // policyCIDRsTxn is the set of prefixes the stored rules name.
