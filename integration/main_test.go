@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -273,17 +274,38 @@ func overlaySupported() bool {
 }
 
 func startDockerd() error {
+	if err := writeDockerdConfig(false); err != nil {
+		return err
+	}
+	if err := launchDockerd(); err != nil {
+		return err
+	}
+	_, err := waitDockerd(dockerdStartTimeout)
+	return err
+}
+
+// dockerdConfig is the harness dockerd's --config-file. It keeps
+// /etc/docker/daemon.json out of the run; restart tests turn live-restore
+// on and off in it.
+func dockerdConfig() string { return filepath.Join(h.tmp, "daemon.json") }
+
+func writeDockerdConfig(liveRestore bool) error {
+	b, err := json.Marshal(map[string]any{"live-restore": liveRestore})
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dockerdConfig(), append(b, '\n'), 0o644)
+}
+
+// launchDockerd starts the harness's dockerd and returns without waiting
+// for its API.
+func launchDockerd() error {
 	dockerd, err := findBinary("dockerd", "/usr/sbin/dockerd", "/usr/bin/dockerd")
 	if err != nil {
 		return err
 	}
-	// An empty config file keeps /etc/docker/daemon.json out of the run.
-	cfg := filepath.Join(h.tmp, "daemon.json")
-	if err := os.WriteFile(cfg, []byte("{}\n"), 0o644); err != nil {
-		return err
-	}
 	args := []string{
-		"--config-file", cfg,
+		"--config-file", dockerdConfig(),
 		"--data-root", filepath.Join(h.tmp, "data"),
 		"--exec-root", filepath.Join(h.tmp, "exec"),
 		"--pidfile", filepath.Join(h.tmp, "docker.pid"),
@@ -297,11 +319,12 @@ func startDockerd() error {
 	if !overlaySupported() {
 		args = append(args, "--storage-driver=vfs")
 	}
-	logf, err := os.Create(h.dockerdLog)
+	logf, err := os.OpenFile(h.dockerdLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
+	fmt.Fprintf(logf, "===== harness: starting dockerd at %s =====\n", time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(dockerd, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// If the test binary dies, dockerd shuts down instead of lingering.
@@ -309,27 +332,33 @@ func startDockerd() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start dockerd: %w", err)
 	}
-	h.dockerd = cmd
-	h.dockerdDone = make(chan struct{})
-	go func() { _ = cmd.Wait(); close(h.dockerdDone) }()
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	h.dockerd, h.dockerdDone = cmd, done
+	return nil
+}
 
-	deadline := time.Now().Add(dockerdStartTimeout)
+// waitDockerd waits until the dockerd launchDockerd started answers on its
+// API, and returns how long that took from now.
+func waitDockerd(timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	deadline := start.Add(timeout)
 	for {
 		select {
 		case <-h.dockerdDone:
-			return fmt.Errorf("dockerd exited during start: %v", cmd.ProcessState)
+			return 0, fmt.Errorf("dockerd exited during start: %v", h.dockerd.ProcessState)
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, _, err := runDocker(ctx, nil, "version", "--format", "{{.Server.Version}}")
 		cancel()
 		if err == nil {
-			return nil
+			return time.Since(start), nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("dockerd did not answer within %s: %w", dockerdStartTimeout, err)
+			return 0, fmt.Errorf("dockerd did not answer within %s: %w", timeout, err)
 		}
-		time.Sleep(250 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -53,7 +53,8 @@ const (
 // again, as Docker drops them) and enabled. The streams never
 // pause for more than a second, networks, endpoints (addresses, identities)
 // and identities are the same after each restart, and a container started
-// after the upgrade reaches the old ones.
+// after the upgrade reaches the old ones. Last, dockerd restarts: it starts
+// the plugin, and containers with --restart always come back connected.
 func TestManagedPlugin(t *testing.T) {
 	t.Run(membraneDriver.Name, func(t *testing.T) {
 		requireEnv(t)
@@ -244,6 +245,19 @@ func TestManagedPlugin(t *testing.T) {
 		c4, c6 := containerIPs(t, c, net)
 		assertReach(t, c, a4, a6, nameA)
 		assertReach(t, a, c4, c6)
+
+		// dockerd restarts: it starts the plugin itself, then the
+		// containers Docker restarts on its own.
+		nameD := uniqueName("managed-d")
+		d := runContainer(t, net, "--name", nameD, "--restart", "always", "--stop-timeout", restartStopTimeout)
+		e := runContainer(t, net, "--restart", "always", "--stop-timeout", restartStopTimeout)
+		stopDockerdT(t)
+		startDockerdT(t, "dockerd restart with the managed plugin")
+		for _, ctr := range []string{d, e} {
+			waitContainerRunning(t, ctr, 60*time.Second)
+		}
+		d4, d6 := containerIPs(t, d, net)
+		assertReach(t, e, d4, d6, nameD)
 		t.Logf("managed plugin test took %s", time.Since(testStart).Round(time.Millisecond))
 	})
 }

@@ -89,6 +89,9 @@ type Watcher struct {
 	maxBackoff  time.Duration // longest wait; a session that lasted this long resets the wait
 	resyncEvery time.Duration // interval of full resyncs while the stream is up
 	callTimeout time.Duration // limit of one Docker API call
+
+	// wake cuts a backoff short: Docker is back (see Wake).
+	wake chan struct{}
 }
 
 // NewWatcher returns a Watcher that reports to onChange. onChange receives
@@ -109,13 +112,27 @@ func NewWatcher(d Docker, log *slog.Logger, onChange func(ctx context.Context, e
 		maxBackoff:  watchMaxBackoff,
 		resyncEvery: watchResyncEvery,
 		callTimeout: watchCallTimeout,
+		wake:        make(chan struct{}, 1),
+	}
+}
+
+// Wake tells the Watcher that Docker is up, for instance because dockerd
+// just called the plugin: a Watcher waiting to start over does so at once,
+// with its wait reset to the shortest. Without it, a dockerd that was down
+// for a while would come back to a Watcher still waiting out a long
+// backoff, and the containers it restarts would keep the init identity
+// (and its policy) until then. Wake never blocks.
+func (w *Watcher) Wake() {
+	select {
+	case w.wake <- struct{}{}:
+	default: // a wake-up is already pending
 	}
 }
 
 // Run subscribes to Docker's events, then resyncs every running container,
 // then follows the events. When the stream is lost, or a resync or onChange
 // fails, it waits (doubling the wait each time, from half a second up to 30
-// seconds) and starts over. It returns only when ctx is done.
+// seconds, or until Wake) and starts over. It returns only when ctx is done.
 func (w *Watcher) Run(ctx context.Context) {
 	delay := w.minBackoff
 	for {
@@ -133,6 +150,10 @@ func (w *Watcher) Run(ctx context.Context) {
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case <-w.wake:
+			t.Stop()
+			delay = w.minBackoff
+			continue
 		case <-t.C:
 		}
 		delay = min(2*delay, w.maxBackoff)

@@ -467,3 +467,24 @@ func TestWatcherKeepsTryingWhileDockerIsDown(t *testing.T) {
 	f.mu.Unlock()
 	assertDelivery(t, r.next(t), ep("ep-web", "c-web", webLabels))
 }
+
+func TestWatcherWakeCutsTheBackoffShort(t *testing.T) {
+	f := newFakeDocker()
+	f.down = errors.New("Cannot connect to the Docker daemon")
+	f.run("c-web", webLabels, map[string]string{"front": "ep-web"})
+	var w *Watcher
+	r := startWatcher(t, f, func(tw *Watcher) {
+		// A backoff this long would outlast the test: only Wake can end it.
+		tw.minBackoff, tw.maxBackoff = time.Hour, time.Hour
+		w = tw
+	})
+	f.nextStream(t) // the first attempt fails; the watcher waits an hour
+	f.mu.Lock()
+	f.down = nil
+	f.mu.Unlock()
+	r.none(t)
+
+	w.Wake()
+	f.nextStream(t)
+	assertDelivery(t, r.next(t), ep("ep-web", "c-web", webLabels))
+}

@@ -173,8 +173,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	api := &apiServer{store: store, dp: dp, ctl: ctl, events: &eventHub{dp: dp, log: log}}
+	watcher := labels.NewWatcher(docker, log, ctl.onLabels)
 	servers := []*http.Server{
-		newServer(NewDockerHandler(drv, alloc, log), log),
+		newServer(wakeOnCall(NewDockerHandler(drv, alloc, log), watcher.Wake), log),
 		newServer(newAPIHandler(api), log),
 	}
 	errc := make(chan error, len(servers)+2)
@@ -200,7 +201,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}()
 	}
 	go ctl.collectLoop(ctx)
-	watcher := labels.NewWatcher(docker, log, ctl.onLabels)
 	go watcher.Run(ctx)
 	resync := &dockerResync{cfg: cfg, drv: drv, fw: fw, ipam: alloc, store: store, docker: docker, log: log}
 	go resync.loop(ctx)
@@ -218,6 +218,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	os.Remove(cfg.PluginSocket())
 	os.Remove(cfg.APISocket)
 	return err
+}
+
+// wakeOnCall calls wake before each request: a call from dockerd is news
+// that Docker is up again after a restart, which the label watcher may be
+// waiting out a backoff to find out.
+func wakeOnCall(h http.Handler, wake func()) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		wake()
+		h.ServeHTTP(w, r)
+	})
 }
 
 func newServer(h http.Handler, log *slog.Logger) *http.Server {
