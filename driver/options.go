@@ -12,12 +12,29 @@ const (
 	// OptionIPv4Only lets a network be created without IPv6. membrane is
 	// IPv6-first; this is the documented opt-out.
 	OptionIPv4Only = "membrane.ipv4-only"
+	// OptionInbound says what may come in from beyond the host:
+	// InboundPublished (the default, as on Docker's bridge) or
+	// InboundRouted.
+	OptionInbound = "membrane.inbound"
+)
+
+// Values of OptionInbound.
+const (
+	// InboundPublished: connections from beyond the host reach the
+	// containers only through published ports.
+	InboundPublished = "published"
+	// InboundRouted: connections from beyond the host may also reach the
+	// containers' own addresses, where something routes them to this host
+	// (a global IPv6 subnet, say); policy decides as for any peer.
+	InboundRouted = "routed"
 )
 
 // networkOptions are the parsed driver options of one network.
 type networkOptions struct {
 	MTU      int
 	IPv4Only bool
+	// RoutedInbound is OptionInbound=routed.
+	RoutedInbound bool
 }
 
 // parseNetworkOptions validates the options membrane understands and ignores
@@ -38,6 +55,14 @@ func parseNetworkOptions(opts map[string]string) (networkOptions, error) {
 			return parsed, fmt.Errorf("%w: option %s=%q: want true or false", ErrInvalidOption, OptionIPv4Only, v)
 		}
 		parsed.IPv4Only = b
+	}
+	switch v := opts[OptionInbound]; v {
+	case "", InboundPublished:
+	case InboundRouted:
+		parsed.RoutedInbound = true
+	default:
+		return parsed, fmt.Errorf("%w: option %s=%q: want %q (the default) or %q",
+			ErrInvalidOption, OptionInbound, v, InboundPublished, InboundRouted)
 	}
 	return parsed, nil
 }

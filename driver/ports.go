@@ -174,6 +174,10 @@ func (d *Driver) syncFirewallLocked() error {
 
 func firewallNetwork(nw *state.Network) firewall.Network {
 	out := firewall.Network{ID: nw.ID, Internal: nw.Internal}
+	// The options were checked when the network was created.
+	if opts, err := parseNetworkOptions(nw.Options); err == nil {
+		out.RoutedInbound = opts.RoutedInbound
+	}
 	if nw.IPv4 != nil {
 		out.IPv4, out.Gateway4 = nw.IPv4.Pool, nw.IPv4.Gateway
 	}

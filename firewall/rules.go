@@ -58,6 +58,10 @@ type Network struct {
 	// Internal networks reach nothing beyond themselves: no masquerade,
 	// no published ports, and the FORWARD path drops their traffic.
 	Internal bool
+	// RoutedInbound lets connections from beyond the host reach the
+	// containers' addresses; otherwise only published ports (DNAT) and
+	// the replies to the containers' own connections come in.
+	RoutedInbound bool
 }
 
 // Endpoint is a container interface with the ports it publishes.
@@ -165,7 +169,7 @@ func (c chains) plan(fam Family, ifWildcard string, s State) []chainRules {
 	plan := []chainRules{
 		{tableNAT, c.dnat, dnatRules(fam, s)},
 		{tableNAT, c.post, postroutingRules(fam, ifWildcard, s.Networks)},
-		{tableFilter, c.fwd, internalRules(fam, s.Networks)},
+		{tableFilter, c.fwd, forwardRules(fam, s.Networks)},
 	}
 	if fam == IPv4 {
 		plan = append(plan, chainRules{tableFilter, chainInput, [][]string{loopbackGuard(ifWildcard)}})
@@ -236,20 +240,29 @@ func postroutingRules(fam Family, ifWildcard string, nets []Network) [][]string 
 	return out
 }
 
-// internalRules keep internal networks in: nothing from them and nothing
-// to them crosses the FORWARD path. Containers of one network reach each
-// other in the datapath, without the host stack; the host reaches them
-// and they reach the host (their gateway) through INPUT and OUTPUT.
-func internalRules(fam Family, nets []Network) [][]string {
+// forwardRules guard the FORWARD path, ahead of the ACCEPTs of
+// EnableForwarding. Internal networks are kept in: nothing from them and
+// nothing to them crosses it. Into any other network comes what was
+// published (DNAT), the replies and errors of the containers' own
+// connections, and, with RoutedInbound only, new connections to the
+// containers' addresses; the rest is dropped, as Docker's bridge does.
+// Containers of one network reach each other in the datapath, without the
+// host stack; the host reaches them and they reach the host (their
+// gateway) through INPUT and OUTPUT, which this does not touch.
+func forwardRules(fam Family, nets []Network) [][]string {
 	var out [][]string
 	for _, nw := range sortedNetworks(nets) {
 		sub, _ := subnetOf(fam, nw)
-		if !nw.Internal || !sub.IsValid() {
-			continue
+		switch {
+		case !sub.IsValid():
+		case nw.Internal:
+			out = append(out,
+				[]string{"-s", sub.String(), "-j", "DROP"},
+				[]string{"-d", sub.String(), "-j", "DROP"})
+		case !nw.RoutedInbound:
+			out = append(out, []string{"-d", sub.String(),
+				"-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP"})
 		}
-		out = append(out,
-			[]string{"-s", sub.String(), "-j", "DROP"},
-			[]string{"-d", sub.String(), "-j", "DROP"})
 	}
 	return out
 }

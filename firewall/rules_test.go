@@ -230,17 +230,23 @@ func TestMasqueradesOnlyULAForIPv6(t *testing.T) {
 	}
 }
 
-func TestInternalRulesDropBothDirections(t *testing.T) {
+func TestForwardRules(t *testing.T) {
 	nets := []Network{
 		{ID: "open", IPv4: netip.MustParsePrefix("10.1.0.0/24")},
 		{ID: "closed", IPv4: netip.MustParsePrefix("10.2.0.0/24"), IPv6: netip.MustParsePrefix("fd00:2::/64"), Internal: true},
+		{ID: "routed", IPv4: netip.MustParsePrefix("10.3.0.0/24"), IPv6: netip.MustParsePrefix("2001:db8:3::/64"), RoutedInbound: true},
 	}
-	want4 := [][]string{args("-s 10.2.0.0/24 -j DROP"), args("-d 10.2.0.0/24 -j DROP")}
-	if got := internalRules(IPv4, nets); !reflect.DeepEqual(got, want4) {
+	// Internal: both directions dropped. Default: new inbound connections
+	// dropped unless published. Routed: nothing.
+	want4 := [][]string{
+		args("-s 10.2.0.0/24 -j DROP"), args("-d 10.2.0.0/24 -j DROP"),
+		args("-d 10.1.0.0/24 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"),
+	}
+	if got := forwardRules(IPv4, nets); !reflect.DeepEqual(got, want4) {
 		t.Errorf("IPv4: got %q, want %q", got, want4)
 	}
 	want6 := [][]string{args("-s fd00:2::/64 -j DROP"), args("-d fd00:2::/64 -j DROP")}
-	if got := internalRules(IPv6, nets); !reflect.DeepEqual(got, want6) {
+	if got := forwardRules(IPv6, nets); !reflect.DeepEqual(got, want6) {
 		t.Errorf("IPv6: got %q, want %q", got, want6)
 	}
 }
@@ -324,6 +330,7 @@ COMMIT
 *filter
 :MBR-membrane0-FWD - [0:0]
 :MEMBRANE-INPUT - [0:0]
+-A MBR-membrane0-FWD -d 10.210.0.0/24 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP
 -A MEMBRANE-INPUT -d 127.0.0.0/8 -i mbr+ -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP
 COMMIT
 `

@@ -146,6 +146,46 @@ func TestEgress(t *testing.T) {
 	})
 }
 
+// TestInbound: from beyond the host, a container's own address takes no
+// new connections (only published ports and the replies to the
+// container's connections come in); a network created with
+// -o membrane.inbound=routed takes them, and policy decides as for any
+// peer. membrane drops them with rules of its own: Docker 20.10's bridge
+// leaves them to the FORWARD chain's policy, which dockerd sets to DROP
+// only when it turned forwarding on itself, so the bridge is no baseline
+// here.
+func TestInbound(t *testing.T) {
+	onlyMembrane(t, func(t *testing.T, d netDriver) {
+		w := newWorld(t, tcpPort, udpPort)
+		net := d.newNetwork(t, subnets{})
+		c := runContainer(t, net, "-p", worldGateway4.String()+":8097:7000")
+		c4, c6 := containerIPs(t, c, net)
+		for _, dst := range []string{c4, c6} {
+			if out, err := w.Peer.run(t.Context(), "", "tcp-check", "-timeout", "1s", dst, tcpPort); err == nil {
+				t.Errorf("the world reached %s:%s, which is not published: %s", dst, tcpPort, out)
+			}
+		}
+		if out, err := w.Peer.run(t.Context(), "", "tcp-check", "-timeout", "3s", worldGateway4.String(), "8097"); err != nil {
+			t.Errorf("the world does not reach the published port %s:8097: %v: %s", worldGateway4, err, out)
+		}
+		if err := tcpFrom(c, worldAddr4.String(), "", 3*time.Second); err != nil {
+			t.Errorf("the container does not reach the world (replies must come in): %v", err)
+		}
+		routed := newNetwork(t, uniqueName("routed"), append(d.createArgs(subnets{}), "-o", "membrane.inbound=routed")...)
+		r := runContainer(t, routed)
+		r4, r6 := containerIPs(t, r, routed)
+		for _, dst := range []string{r4, r6} {
+			if out, err := w.Peer.run(t.Context(), "", "tcp-check", "-timeout", "3s", dst, tcpPort); err != nil {
+				t.Errorf("the world does not reach %s:%s on a network with membrane.inbound=routed: %v: %s", dst, tcpPort, err, out)
+			}
+		}
+		if _, err := dockerErr("network", "create", "-d", d.Driver, "--ipam-driver", d.IPAM, "--ipv6", "-o", "membrane.inbound=open", uniqueName("bad")); err == nil ||
+			!strings.Contains(err.Error(), "membrane.inbound") {
+			t.Errorf("membrane.inbound=open: want a refusal naming the option, got %v", err)
+		}
+	})
+}
+
 // instanceChain names one of the harness daemon's own chains (see
 // firewall/rules.go): MBR-<host device>-DNAT, -POST or -FWD.
 func instanceChain(suffix string) string { return "MBR-" + hostDevice + "-" + suffix }

@@ -118,7 +118,9 @@ func newPolicyFixture(t *testing.T, d netDriver) *policyFixture {
 	t.Helper()
 	f := &policyFixture{peers: map[string]*peer{}, host: hostPeer()}
 	start := time.Now()
-	f.net = d.newNetwork(t, subnets{})
+	// The world comes in to the containers' own addresses only on a
+	// network that lets routed connections in; policy then decides.
+	f.net = newNetwork(t, uniqueName("net"), append(d.createArgs(subnets{}), "-o", "membrane.inbound=routed")...)
 	f.world = newWorld(t, policyTCPPorts, policyUDPPorts)
 	var byName map[string]*peer
 	f.ids, byName = startLabelled(t, f.net, policyContainers)
