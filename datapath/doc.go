@@ -30,8 +30,8 @@
 // which directions deny by default, or that the subject is in lockdown.
 // Allowed flows enter conntrack (an LRU shared by all endpoints); their
 // packets, and the replies, pass without a policy lookup. Each entry
-// remembers the policy revision it was verified at: SyncPolicy, SyncIPCache
-// and SetIdentity bump the revision, and the next packet of an entry from an
+// remembers the policy revision it was verified at: SyncPolicy, ApplyPolicy,
+// SyncIPCache and SetIdentity bump the revision, and the next packet of an entry from an
 // older one re-runs its original checks, so a policy change cuts exactly the
 // connections it now denies. ICMP errors about a tracked flow are allowed;
 // later IP fragments take the ports of their first fragment, and are dropped
@@ -51,7 +51,9 @@
 // Config.PinDir, so packets keep flowing (with the last synced policy)
 // while the daemon is down, and Attach after a restart updates the pinned
 // links in place. SyncPolicy and SyncIPCache read the pinned maps back on
-// their first call after Open, then diff against what they wrote. Close
+// their first call after Open, then diff against what they wrote;
+// ApplyPolicy writes a change the caller already knows (the controller's
+// incremental path), in the same order as SyncPolicy. Close
 // releases file descriptors only; Detach is the one call that tears an
 // endpoint down.
 //

@@ -4,10 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 )
 
 // Verdict is what a policy entry says about the traffic it matches.
@@ -124,37 +122,34 @@ type PolicyState struct {
 	Enforcement map[uint32]Enforcement
 }
 
-// PolicySync reports what SyncPolicy changed.
+// PolicySync reports what SyncPolicy or ApplyPolicy changed.
 type PolicySync struct {
+	// Added, Updated and Removed count the policy map entries written
+	// new, overwritten with another verdict, and deleted.
 	Added, Updated, Removed int
-	// Revision is the policy revision after the sync (unchanged when the
-	// sync changed nothing).
+	// Revision is the policy revision after the call (unchanged when it
+	// changed nothing).
 	Revision uint32
-	// Lockdown lists, sorted, the subjects put in lockdown because the
-	// policy map was full: some of their entries are missing, so all their
-	// traffic is denied until a later sync writes them.
+	// Lockdown lists, sorted, the subjects in lockdown because the policy
+	// map was full: some of their entries are missing, so all their
+	// traffic is denied until a later call finds room for them.
 	Lockdown []uint32
 }
 
-// policyCache is what the policy maps hold, as far as this Datapath wrote
-// or read them: SyncPolicy diffs against it instead of reading the maps.
-type policyCache struct {
-	entries map[PolicyKey]Verdict
-	enforce map[uint32]endpointPolicyEnforceValue
-}
-
-type policyEntry struct {
-	key     PolicyKey
-	verdict Verdict
-}
-
 // SyncPolicy makes the policy maps hold s, incrementally: it diffs s
-// against the last synced state (read back from the maps on the first sync
+// against the last synced state (read back from the maps on the first call
 // after Open, since pinned maps outlive the daemon) and writes only the
-// differences, in an order that never opens a gap: new and changed entries
-// (deny entries first), then enforcement, then removals, then a new policy
-// revision, at which established connections are checked again (those now
-// denied are cut, the others go on undisturbed).
+// differences, in an order that never lets through what both the policy
+// before and the one after deny: new and changed deny entries, lockdown of
+// subjects whose entries do not fit, new and changed allow entries,
+// enforcement turning on, removals (allow entries first), lockdown lifted
+// and enforcement turning off, then a new policy revision, at which
+// established connections are checked again (those now denied are cut, the
+// others go on undisturbed).
+//
+// The diff costs a map lookup per entry of s: for small changes to a large
+// policy, ApplyPolicy writes a known change without it. SyncPolicy is for
+// a daemon's start and for full resyncs.
 //
 // When the policy map is full, the subjects whose entries did not fit are
 // put in lockdown (all their traffic denied) instead of running with part
@@ -168,51 +163,48 @@ func (d *Datapath) SyncPolicy(s PolicyState) (PolicySync, error) {
 	return res, nil
 }
 
-func (d *Datapath) syncPolicy(s *PolicyState) (res PolicySync, err error) {
+func (d *Datapath) syncPolicy(s *PolicyState) (PolicySync, error) {
 	for id := range s.Enforcement {
 		if id == 0 {
-			return res, fmt.Errorf("%w: enforcement of subject 0", ErrInvalidPolicy)
+			return PolicySync{}, fmt.Errorf("%w: enforcement of subject 0", ErrInvalidPolicy)
 		}
 	}
-
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.closed {
-		return res, ErrClosed
+		return PolicySync{}, ErrClosed
 	}
 	d.policyMu.Lock()
 	defer d.policyMu.Unlock()
-	if d.policyCache == nil {
-		c, err := d.readPolicy()
-		if err != nil {
-			return res, err
-		}
-		d.policyCache = c
+	cache, err := d.loadPolicyCache()
+	if err != nil {
+		return PolicySync{}, err
 	}
-	cache := d.policyCache
+	ch, err := cache.diff(s)
+	if err != nil {
+		return PolicySync{}, err
+	}
+	return d.applyChange(cache, ch)
+}
 
-	// Diff, and validate on the way (nothing is written before the end of
-	// this loop): one pass over the state, one lookup an entry. Deny
-	// entries go first: if the map fills up, it is allow entries that are
-	// missing (fail closed) until lockdown is written.
+// diff returns the change that takes the policy the cache holds (or was
+// asked to hold) to s, validating s on the way: one pass over s, one
+// lookup an entry.
+func (c *policyCache) diff(s *PolicyState) (*policyChange, error) {
+	ch := &policyChange{full: true, enforce: map[uint32]Enforcement{}}
 	var denies, allows []policyEntry
 	present := 0
 	for k, v := range s.Entries {
-		cur, ok := cache.entries[k]
-		if ok {
+		if cur, ok := c.entries[k]; ok {
 			present++
 			if cur == v {
 				continue
 			}
-			res.Updated++
-		} else {
-			if err := k.validate(); err != nil {
-				return PolicySync{}, fmt.Errorf("%w: entry %s: %v", ErrInvalidPolicy, k, err)
-			}
-			res.Added++
+		} else if err := k.validate(); err != nil {
+			return nil, fmt.Errorf("%w: entry %s: %v", ErrInvalidPolicy, k, err)
 		}
 		if v != VerdictAllow && v != VerdictDeny {
-			return PolicySync{}, fmt.Errorf("%w: entry %s: verdict %d", ErrInvalidPolicy, k, v)
+			return nil, fmt.Errorf("%w: entry %s: verdict %d", ErrInvalidPolicy, k, v)
 		}
 		if v == VerdictDeny {
 			denies = append(denies, policyEntry{k, v})
@@ -220,77 +212,38 @@ func (d *Datapath) syncPolicy(s *PolicyState) (res PolicySync, err error) {
 			allows = append(allows, policyEntry{k, v})
 		}
 	}
-	var removals []PolicyKey
-	if present != len(cache.entries) {
-		for k := range cache.entries {
+	ch.writes = append(denies, allows...)
+	if present != len(c.entries) {
+		for k := range c.entries {
 			if _, ok := s.Entries[k]; !ok {
-				removals = append(removals, k)
+				ch.removals = append(ch.removals, k)
 			}
 		}
 	}
-	writes := append(denies, allows...)
-
-	// Whatever happens from here, if something was written, established
-	// connections are checked against what the maps now hold.
-	changed := false
-	defer func() {
-		if err != nil && changed {
-			if _, berr := d.bumpRevision(); berr != nil {
-				err = errors.Join(err, berr)
-			}
-		}
-	}()
-	full, err := d.writePolicy(cache, writes)
-	if len(writes) > len(full) {
-		changed = true
-	}
-	if err != nil {
-		return res, err
-	}
-	enfChanged, err := d.writeEnforcement(cache, s.Enforcement, subjectsOf(full))
-	changed = changed || enfChanged
-	if err != nil {
-		return res, err
-	}
-	removed, err := d.deletePolicy(cache, removals)
-	res.Removed = removed
-	changed = changed || removed > 0
-	if err != nil {
-		return res, err
-	}
-	if len(full) > 0 {
-		// Removals may have made room.
-		retried := len(full)
-		full, err = d.writePolicy(cache, full)
-		if err != nil {
-			return res, err
-		}
-		if len(full) < retried {
-			if _, err := d.writeEnforcement(cache, s.Enforcement, subjectsOf(full)); err != nil {
-				return res, err
-			}
+	for k := range c.missing {
+		if _, ok := s.Entries[k]; !ok {
+			ch.removals = append(ch.removals, k)
 		}
 	}
-	// What did not fit is new keys only (a full map still takes updates).
-	res.Added -= len(full)
-	res.Lockdown = subjectList(subjectsOf(full))
-
-	if changed {
-		res.Revision, err = d.bumpRevision()
-	} else {
-		var c endpointRuntimeConfig
-		c, err = d.readConfig()
-		res.Revision = c.PolicyRevision
+	for id, e := range s.Enforcement {
+		if c.want[id] != e {
+			ch.enforce[id] = e
+		}
 	}
-	return res, err
+	for id := range c.want {
+		if _, ok := s.Enforcement[id]; !ok {
+			ch.enforce[id] = Enforcement{}
+		}
+	}
+	return ch, nil
 }
 
-// readPolicy reads the policy maps back.
+// readPolicy reads the policy maps back. What was asked for cannot be read
+// back exactly: the enforcement asked for is taken to be what the map
+// holds, and subjects found in lockdown stay there until a SyncPolicy says
+// the whole policy again (entries of theirs may be missing).
 func (d *Datapath) readPolicy() (*policyCache, error) {
-	c := &policyCache{
-		entries: map[PolicyKey]Verdict{},
-		enforce: map[uint32]endpointPolicyEnforceValue{},
-	}
+	c := newPolicyCache()
 	err := readMap(d.policy, func(k endpointPolicyKey, v endpointPolicyValue) {
 		c.entries[policyKeyOf(k)] = Verdict(v.Verdict)
 	})
@@ -299,155 +252,17 @@ func (d *Datapath) readPolicy() (*policyCache, error) {
 	}
 	err = readMap(d.policyEnforce, func(k uint32, v endpointPolicyEnforceValue) {
 		c.enforce[k] = v
+		if e := (Enforcement{Ingress: v.Ingress != 0, Egress: v.Egress != 0}); e != (Enforcement{}) {
+			c.want[k] = e
+		}
+		if v.Lockdown != 0 {
+			c.unsettled[k] = true
+		}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read policy_enforce map: %w", err)
 	}
 	return c, nil
-}
-
-// isFull reports whether err is a map refusing a new key for lack of room
-// (hash: E2BIG, LPM trie: ENOSPC).
-func isFull(err error) bool {
-	return errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOSPC)
-}
-
-// writePolicy writes entries to the policy map and the cache. It returns
-// the entries that did not fit, in order; any other failure is an error.
-func (d *Datapath) writePolicy(cache *policyCache, entries []policyEntry) ([]policyEntry, error) {
-	if len(entries) == 0 {
-		return nil, nil
-	}
-	keys := make([]endpointPolicyKey, len(entries))
-	values := make([]endpointPolicyValue, len(entries))
-	for i, e := range entries {
-		keys[i] = e.key.raw()
-		values[i] = endpointPolicyValue{Verdict: uint8(e.verdict)}
-	}
-	n, err := d.policy.BatchUpdate(keys, values, nil)
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		n, err = 0, nil
-		for ; n < len(keys); n++ {
-			if err = d.policy.Put(keys[n], values[n]); err != nil {
-				break
-			}
-		}
-	}
-	for _, e := range entries[:n] {
-		cache.entries[e.key] = e.verdict
-	}
-	if err == nil {
-		return nil, nil
-	}
-	if !isFull(err) {
-		return nil, fmt.Errorf("write policy map: %w", err)
-	}
-	// Full: updates of existing keys still go in; new keys do not.
-	var full []policyEntry
-	for i := n; i < len(entries); i++ {
-		err := d.policy.Put(keys[i], values[i])
-		switch {
-		case err == nil:
-			cache.entries[entries[i].key] = entries[i].verdict
-		case isFull(err):
-			full = append(full, entries[i])
-		default:
-			return full, fmt.Errorf("write policy map: %w", err)
-		}
-	}
-	return full, nil
-}
-
-// writeEnforcement makes policy_enforce hold want, with lockdown added for
-// the subjects in lockdown. Subjects with nothing enforced have no entry.
-func (d *Datapath) writeEnforcement(cache *policyCache, want map[uint32]Enforcement, lockdown map[uint32]bool) (bool, error) {
-	desired := make(map[uint32]endpointPolicyEnforceValue, len(want)+len(lockdown))
-	for id, e := range want {
-		e.Lockdown = e.Lockdown || lockdown[id]
-		if v := e.raw(); v != (endpointPolicyEnforceValue{}) {
-			desired[id] = v
-		}
-	}
-	for id := range lockdown {
-		if _, ok := want[id]; !ok {
-			desired[id] = endpointPolicyEnforceValue{Lockdown: 1}
-		}
-	}
-	changed := false
-	for id, v := range desired {
-		if cur, ok := cache.enforce[id]; ok && cur == v {
-			continue
-		}
-		if err := d.policyEnforce.Put(id, v); err != nil {
-			return changed, fmt.Errorf("write policy_enforce map: %w", err)
-		}
-		cache.enforce[id] = v
-		changed = true
-	}
-	for id := range cache.enforce {
-		if _, ok := desired[id]; ok {
-			continue
-		}
-		if err := d.policyEnforce.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return changed, fmt.Errorf("delete from policy_enforce map: %w", err)
-		}
-		delete(cache.enforce, id)
-		changed = true
-	}
-	return changed, nil
-}
-
-// deletePolicy removes keys from the policy map and the cache.
-func (d *Datapath) deletePolicy(cache *policyCache, keys []PolicyKey) (int, error) {
-	if len(keys) == 0 {
-		return 0, nil
-	}
-	raw := make([]endpointPolicyKey, len(keys))
-	for i, k := range keys {
-		raw[i] = k.raw()
-	}
-	n, err := d.policy.BatchDelete(raw, nil)
-	for _, k := range keys[:n] {
-		delete(cache.entries, k)
-	}
-	if err == nil {
-		return n, nil
-	}
-	// A key already gone (or no batch support): one by one from there.
-	if !errors.Is(err, ebpf.ErrKeyNotExist) && !errors.Is(err, ebpf.ErrNotSupported) {
-		return n, fmt.Errorf("delete from policy map: %w", err)
-	}
-	for i := n; i < len(keys); i++ {
-		if err := d.policy.Delete(raw[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return n, fmt.Errorf("delete from policy map: %w", err)
-		}
-		delete(cache.entries, keys[i])
-		n++
-	}
-	return n, nil
-}
-
-func subjectsOf(entries []policyEntry) map[uint32]bool {
-	if len(entries) == 0 {
-		return nil
-	}
-	m := map[uint32]bool{}
-	for _, e := range entries {
-		m[e.key.Subject] = true
-	}
-	return m
-}
-
-func subjectList(m map[uint32]bool) []uint32 {
-	if len(m) == 0 {
-		return nil
-	}
-	l := make([]uint32, 0, len(m))
-	for id := range m {
-		l = append(l, id)
-	}
-	slices.Sort(l)
-	return l
 }
 
 // readMap calls fn for every entry of m, in batches where the kernel

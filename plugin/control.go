@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"runtime"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -29,7 +32,14 @@ const metaPolicyRevision = "policy.revision"
 // controller turns state into datapath policy: it gives endpoints their
 // identities as labels arrive from Docker, keeps the policy rules, and
 // resolves both into the datapath's policy and ipcache maps. Every change
-// goes through recompute, one at a time.
+// goes through it, one at a time.
+//
+// The stored rules are mirrored in memory, parsed and resolved one at a
+// time into a policy.Index, so that a change costs what it changes: an
+// import parses, stores and resolves the imported rules only, and the
+// datapath is given the keys that changed (ApplyPolicy). A full resolve
+// and SyncPolicy (recompute) happens at start, and whenever an
+// incremental update failed halfway (the next change starts with one).
 type controller struct {
 	store  *state.Store
 	dp     *datapath.Datapath
@@ -41,10 +51,25 @@ type controller struct {
 
 	collectKick <-chan struct{} // endpoints went away: collect unused identities
 
-	mu          sync.Mutex                             // serialises recompute and what must follow it
+	mu          sync.Mutex                             // serialises changes and what must follow them
 	applied     uint64                                 // policy revision the datapath enforces
 	enforcement map[labels.Identity]policy.Enforcement // per identity, after the last sync
 	lockdown    map[uint32]bool                        // identities in lockdown after the last sync
+	// pol mirrors the stored rules and what the datapath holds of them;
+	// nil when they may differ (before the first recompute, after a
+	// failed update).
+	pol *policySet
+}
+
+// policySet is the controller's mirror of the stored rules: each parsed
+// once and resolved into index, whose reported state the datapath holds.
+// The rules themselves are not kept: the index's compiled form is what
+// later changes need.
+type policySet struct {
+	index *policy.Index
+	// The identities index resolves for, as stored.
+	identities map[labels.Identity]labels.Labels
+	cidrs      map[netip.Prefix]labels.Identity
 }
 
 // status reports the applied policy revision and the identities in lockdown.
@@ -70,60 +95,39 @@ func (c *controller) enforcementOf(id uint32) (e policy.Enforcement, lockdown bo
 func (c *controller) onLabels(ctx context.Context, eps []labels.EndpointLabels) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.ensurePolicyLocked(); err != nil {
+		return err
+	}
 
 	var changed []*state.Endpoint
-	newIdentity := false
+	var collected []labels.Identity
 	err := c.store.Write(func(txn *memdb.Txn) error {
 		for _, el := range eps {
-			ep, err := state.GetEndpoint(txn, el.EndpointID)
-			if errors.Is(err, state.ErrNotFound) {
-				continue // not a membrane endpoint, or already gone
-			}
+			next, err := c.labelEndpointTxn(txn, el)
 			if err != nil {
 				return err
 			}
-			l := c.filter.Apply(el.Labels)
-			if ep.Identity != uint32(labels.IdentityInit) && ep.ContainerID == el.ContainerID &&
-				ep.ContainerName == el.ContainerName && labels.Labels(ep.Labels).String() == l.String() {
-				continue
+			if next != nil {
+				changed = append(changed, next)
 			}
-			before, err := state.GetIdentityByKey(txn, l.String())
-			if err != nil && !errors.Is(err, state.ErrNotFound) {
-				return err
-			}
-			id, err := c.alloc.AllocateTxn(txn, l)
-			if err != nil {
-				return fmt.Errorf("identity of endpoint %s: %w", ep.ID, err)
-			}
-			newIdentity = newIdentity || before == nil
-			next := ep.Copy()
-			next.ContainerID = el.ContainerID
-			next.ContainerName = el.ContainerName
-			next.Labels = l
-			if next.Identity != uint32(id) {
-				next.Identity = uint32(id)
-				next.IdentitySince = c.now()
-			}
-			if err := state.PutEndpoint(txn, next); err != nil {
-				return err
-			}
-			changed = append(changed, next)
 		}
-		_, err := c.alloc.CollectTxn(txn, c.policyCIDRsTxn(txn))
+		var err error
+		keep, _ := c.pol.cidrsAfter(nil)
+		collected, err = c.alloc.CollectTxn(txn, keep)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("assign identities: %w", err)
 	}
-	if len(changed) == 0 {
+	if len(changed) == 0 && len(collected) == 0 {
 		return nil
 	}
-	// The new identity's policy goes in before any endpoint carries it, so
-	// that an endpoint never runs under an identity the maps do not know.
-	if newIdentity {
-		if err := c.recomputeLocked(); err != nil {
-			return err
-		}
+	// The new identities' policy goes in before any endpoint carries them,
+	// so that an endpoint never runs under an identity the maps do not
+	// know; the policy of the identities the endpoints leave goes once they
+	// have left.
+	if err := c.syncIdentitiesLocked(collected); err != nil {
+		return err
 	}
 	var errs []error
 	for _, ep := range changed {
@@ -133,67 +137,92 @@ func (c *controller) onLabels(ctx context.Context, eps []labels.EndpointLabels) 
 		}
 		c.log.Info("endpoint identity", logKeyEndpoint, ep.ID, logKeyIdentity, ep.Identity, logKeyLabels, labels.Labels(ep.Labels).String())
 	}
+	if len(collected) > 0 {
+		errs = append(errs, c.syncIdentitiesLocked(nil))
+	}
 	return errors.Join(errs...)
 }
 
-// policyCIDRsTxn is the set of prefixes the stored rules name.
-func (c *controller) policyCIDRsTxn(txn *memdb.Txn) map[netip.Prefix]bool {
-	rules, err := rulesTxn(txn)
-	keep := map[netip.Prefix]bool{}
-	if err != nil {
-		return keep
+// labelEndpointTxn gives an endpoint the identity of its labels. It returns
+// the endpoint as changed, or nil when there is nothing to change.
+func (c *controller) labelEndpointTxn(txn *memdb.Txn, el labels.EndpointLabels) (*state.Endpoint, error) {
+	ep, err := state.GetEndpoint(txn, el.EndpointID)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil, nil // not a membrane endpoint, or already gone
 	}
-	for _, p := range policy.CIDRs(rules) {
-		keep[p] = true
-	}
-	return keep
-}
-
-// rulesTxn decodes the stored rules. They were validated on import.
-func rulesTxn(txn *memdb.Txn) ([]policy.Rule, error) {
-	rows, err := state.ListPolicies(txn)
 	if err != nil {
 		return nil, err
 	}
-	var rules []policy.Rule
-	for _, row := range rows {
-		rs, err := policy.Parse(row.Rule)
-		if err != nil {
-			return nil, fmt.Errorf("stored policy %s: %w", row.Name, err)
-		}
-		rules = append(rules, rs...)
+	l := c.filter.Apply(el.Labels)
+	if ep.Identity != uint32(labels.IdentityInit) && ep.ContainerID == el.ContainerID &&
+		ep.ContainerName == el.ContainerName && labels.Labels(ep.Labels).String() == l.String() {
+		return nil, nil
 	}
-	return rules, nil
+	id, err := c.alloc.AllocateTxn(txn, l)
+	if err != nil {
+		return nil, fmt.Errorf("identity of endpoint %s: %w", ep.ID, err)
+	}
+	next := ep.Copy()
+	next.ContainerID = el.ContainerID
+	next.ContainerName = el.ContainerName
+	next.Labels = l
+	if next.Identity != uint32(id) {
+		next.Identity = uint32(id)
+		next.IdentitySince = c.now()
+	}
+	if err := state.PutEndpoint(txn, next); err != nil {
+		return nil, err
+	}
+	return next, nil
 }
 
 // ImportPolicy validates data (JSON or YAML rules) as a whole, stores it
 // (a rule replaces the stored rule with the same name) and applies it. It
 // returns the new policy revision.
 func (c *controller) ImportPolicy(data []byte) (uint64, error) {
-	rules, err := policy.Parse(data)
+	rules, compiled, err := policy.ParseCompiled(data)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", errBadRequest, err)
 	}
-	type row struct {
-		name string
-		rule []byte
-	}
-	rows := make([]row, 0, len(rules))
-	for _, r := range rules {
-		canon, err := policy.Canonical(r)
-		if err != nil {
-			return 0, fmt.Errorf("import policy: %w", err)
-		}
-		rows = append(rows, row{name: policyName(r, canon), rule: canon})
-	}
-	return c.changePolicy(func(txn *memdb.Txn, rev uint64) error {
-		for _, r := range rows {
-			if err := state.PutPolicy(txn, &state.Policy{Name: r.name, Rule: r.rule, Revision: rev, Imported: c.now()}); err != nil {
-				return err
+	puts := encodeRules(rules)
+	return c.changePolicy(puts, rules, compiled, func(txn *memdb.Txn, rev uint64) (*policyChange, error) {
+		ch := &policyChange{puts: puts, rules: rules}
+		now := c.now()
+		for _, p := range ch.puts {
+			row := &state.Policy{Name: p.name, Rule: p.canon, Revision: rev, Imported: now}
+			if err := state.PutPolicy(txn, row); err != nil {
+				return nil, err
 			}
 		}
-		return nil
+		return ch, nil
 	})
+}
+
+// minParallelEncode is the number of rules from which an import encodes
+// them on every CPU.
+const minParallelEncode = 1024
+
+// encodeRules gives each rule its stored form and name.
+func encodeRules(rules []policy.Rule) []policyPut {
+	puts := make([]policyPut, len(rules))
+	encode := func(from, to int) {
+		for i := from; i < to; i++ {
+			canon := policy.Encode(&rules[i]) // Parse returns rules checked and normalized
+			puts[i] = policyPut{name: policyName(rules[i], canon), canon: canon, rule: rules[i]}
+		}
+	}
+	if len(rules) < minParallelEncode {
+		encode(0, len(rules))
+		return puts
+	}
+	n := runtime.GOMAXPROCS(0)
+	size := (len(rules) + n - 1) / n
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { encode(min(i*size, len(rules)), min((i+1)*size, len(rules))) })
+	}
+	wg.Wait()
+	return puts
 }
 
 // policyName is the rule's name label, or a name derived from its content
@@ -208,62 +237,376 @@ func policyName(r policy.Rule, canon []byte) string {
 
 // DeletePolicy removes the named rule, or every rule when all is set.
 func (c *controller) DeletePolicy(name string, all bool) (uint64, error) {
-	return c.changePolicy(func(txn *memdb.Txn, _ uint64) error {
+	return c.changePolicy(nil, nil, nil, func(txn *memdb.Txn, _ uint64) (*policyChange, error) {
+		ch := &policyChange{}
+		if !all {
+			if err := state.DeletePolicy(txn, name); errors.Is(err, state.ErrNotFound) {
+				return nil, fmt.Errorf("%w: no policy rule named %q (see `membrane policy get`)", state.ErrNotFound, name)
+			} else if err != nil {
+				return nil, err
+			}
+			ch.deletes = []string{name}
+			return ch, nil
+		}
 		rows, err := state.ListPolicies(txn)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		found := false
 		for _, r := range rows {
-			if all || r.Name == name {
-				found = true
-				if err := state.DeletePolicy(txn, r.Name); err != nil {
-					return err
-				}
+			if err := state.DeletePolicy(txn, r.Name); err != nil {
+				return nil, err
 			}
+			ch.deletes = append(ch.deletes, r.Name)
 		}
-		if !found && !all {
-			return fmt.Errorf("%w: no policy rule named %q (see `membrane policy get`)", state.ErrNotFound, name)
-		}
-		return nil
+		return ch, nil
 	})
 }
 
+// policyChange is what one import or delete did to the stored rules.
+type policyChange struct {
+	puts    []policyPut
+	rules   []policy.Rule // the rules of puts, in order
+	deletes []string
+}
+
+// policyPut is one rule imported: its name, stored form and parsed form.
+type policyPut struct {
+	name  string
+	canon []byte
+	rule  policy.Rule
+}
+
 // changePolicy runs change under a new policy revision, allocates the CIDR
-// identities the rules now name, collects unused ones, and applies the
-// result before returning the revision.
-func (c *controller) changePolicy(change func(txn *memdb.Txn, rev uint64) error) (uint64, error) {
+// identities the rules now name, collects those no rule names any more,
+// and applies the result before returning the revision. The rules to be
+// imported (imports, parsed as rules, compiled) are resolved while the
+// change is written.
+func (c *controller) changePolicy(imports []policyPut, rules []policy.Rule, compiled []policy.Compiled, change func(txn *memdb.Txn, rev uint64) (*policyChange, error)) (uint64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var rev uint64
+	if err := c.ensurePolicyLocked(); err != nil {
+		return 0, err
+	}
+	var (
+		rev uint64
+		ch  *policyChange
+		ids identityChange
+	)
+	prepared := c.pol.prepare(imports, compiled)
 	err := c.store.Write(func(txn *memdb.Txn) error {
 		cur, err := policyRevisionTxn(txn)
 		if err != nil {
 			return err
 		}
 		rev = cur + 1
-		if err := change(txn, rev); err != nil {
+		if ch, err = change(txn, rev); err != nil {
 			return err
 		}
-		if err := state.PutMeta(txn, metaPolicyRevision, fmt.Sprint(rev)); err != nil {
+		if err := state.PutMeta(txn, metaPolicyRevision, strconv.FormatUint(rev, 10)); err != nil {
 			return err
 		}
-		keep := c.policyCIDRsTxn(txn)
-		for p := range keep {
-			if _, err := c.alloc.AllocateCIDRTxn(txn, p); err != nil {
-				return fmt.Errorf("identity of CIDR %s: %w", p, err)
-			}
-		}
-		_, err = c.alloc.CollectTxn(txn, keep)
+		ids, err = c.cidrIdentitiesTxn(txn, ch)
 		return err
 	})
+	preps := prepared() // the index is ours again
 	if err != nil {
+		for _, p := range preps {
+			c.pol.index.Discard(p)
+		}
 		return 0, err
 	}
-	if err := c.recomputeLocked(); err != nil {
-		return 0, err
+	before := c.applied
+	c.applied = rev
+	if err := c.applyPolicyChangeLocked(ch, ids, preps); err != nil {
+		c.applied = before
+		c.pol = nil // the next change starts with a full recompute
+		return 0, fmt.Errorf("apply policy revision %d: %w", rev, err)
 	}
 	return rev, nil
+}
+
+// identityChange is what a policy change did to the identities.
+type identityChange struct {
+	allocated map[netip.Prefix]labels.Identity // CIDR identities new to the index
+	collected []labels.Identity
+}
+
+func (ic identityChange) empty() bool { return len(ic.allocated)+len(ic.collected) == 0 }
+
+// cidrIdentitiesTxn allocates the identities of the CIDRs the imported
+// rules name, and, when the change leaves a prefix named by no rule,
+// collects unused identities. (A policy change cannot leave an endpoint
+// identity unused; the driver and the label watcher see to those.)
+func (c *controller) cidrIdentitiesTxn(txn *memdb.Txn, ch *policyChange) (identityChange, error) {
+	ic := identityChange{allocated: map[netip.Prefix]labels.Identity{}}
+	for _, p := range ch.importedCIDRs() {
+		id, err := c.alloc.AllocateCIDRTxn(txn, p)
+		if err != nil {
+			return ic, fmt.Errorf("identity of CIDR %s: %w", p, err)
+		}
+		if c.pol.cidrs[p] != id {
+			ic.allocated[p] = id
+		}
+	}
+	keep, dropped := c.pol.cidrsAfter(ch)
+	if !dropped {
+		return ic, nil
+	}
+	var err error
+	ic.collected, err = c.alloc.CollectTxn(txn, keep)
+	return ic, err
+}
+
+// importedCIDRs returns the prefixes the imported rules name.
+func (ch *policyChange) importedCIDRs() []netip.Prefix {
+	return policy.CIDRs(ch.rules)
+}
+
+// cidrsAfter returns the prefixes the stored rules name once ch is made,
+// and whether ch leaves a prefix that a rule named before named by none.
+func (ps *policySet) cidrsAfter(ch *policyChange) (keep map[netip.Prefix]bool, dropped bool) {
+	refs := map[netip.Prefix]int{} // change in the number of rules naming a prefix
+	count := func(prefixes []netip.Prefix, n int) {
+		for _, p := range prefixes {
+			refs[p] += n
+		}
+	}
+	if ch != nil {
+		for _, name := range ch.deletes {
+			count(ps.index.CIDRsOf(name), -1)
+		}
+		for i, p := range ch.puts {
+			count(ps.index.CIDRsOf(p.name), -1)
+			count(policy.CIDRs(ch.rules[i:i+1]), 1)
+		}
+	}
+	for p, d := range refs {
+		if n := ps.index.CIDRRefs(p); n > 0 && n+d <= 0 {
+			dropped = true
+		}
+	}
+	if !dropped && ch != nil {
+		return nil, false
+	}
+	named := ps.index.CIDRs()
+	keep = make(map[netip.Prefix]bool, len(refs)+len(named))
+	for _, p := range named {
+		keep[p] = true
+	}
+	for p, d := range refs {
+		keep[p] = ps.index.CIDRRefs(p)+d > 0
+	}
+	return keep, dropped
+}
+
+// applyPolicyChangeLocked brings the mirror and the datapath up to date
+// with a committed policy change: the replaced and deleted rules leave
+// the index, the CIDR identities follow what the rules now name, the
+// imported rules enter, and what changed goes to the datapath.
+// preps, when not nil, holds the imported rules prepared for the index.
+func (c *controller) applyPolicyChangeLocked(ch *policyChange, ids identityChange, preps []*policy.Prepared) error {
+	ps := c.pol
+	for _, name := range ch.deletes {
+		ps.index.Delete(name)
+	}
+	for _, p := range ch.puts {
+		ps.index.Delete(p.name)
+	}
+	if !ids.empty() {
+		identities, cidrs := ps.withIdentities(ids)
+		if err := ps.index.SetIdentities(identities, cidrs); err != nil {
+			return fmt.Errorf("resolve policy: %w", err)
+		}
+		ps.identities, ps.cidrs = identities, cidrs
+	}
+	for i, p := range ch.puts {
+		var err error
+		if preps != nil {
+			err = ps.index.Add(preps[i])
+		} else {
+			err = ps.index.Set(p.name, p.rule)
+		}
+		if err != nil {
+			return fmt.Errorf("resolve policy: %w", err)
+		}
+	}
+	return c.applyDeltaLocked(!ids.empty(), len(ch.puts))
+}
+
+// minPrepareAhead is the number of imported rules from which resolving
+// them alongside the store write pays for a goroutine.
+const minPrepareAhead = 256
+
+// prepare resolves the rules to be imported in another goroutine, for the
+// current identities, while the caller writes them to the store (which
+// takes about as long); the function returned waits and gives the result,
+// nil when there is none (few rules, or a rule that cannot be prepared yet,
+// such as one naming a CIDR without an identity so far). Until it returns,
+// the caller may only read the index's CIDRs (CIDRRefs, CIDRs, CIDRsOf).
+func (ps *policySet) prepare(puts []policyPut, compiled []policy.Compiled) func() []*policy.Prepared {
+	if len(puts) < minPrepareAhead {
+		return func() []*policy.Prepared { return nil }
+	}
+	// The write fills in puts' rows meanwhile: take the names now.
+	names := make([]string, len(puts))
+	for i, p := range puts {
+		names[i] = p.name
+	}
+	done := make(chan []*policy.Prepared, 1)
+	go func() {
+		preps := make([]*policy.Prepared, len(puts))
+		for i := range names {
+			prep, err := ps.index.PrepareCompiled(names[i], compiled[i])
+			if err != nil {
+				for _, p := range preps[:i] {
+					ps.index.Discard(p)
+				}
+				done <- nil // applyPolicyChangeLocked sets them one by one
+				return
+			}
+			preps[i] = prep
+		}
+		done <- preps
+	}()
+	return func() []*policy.Prepared { return <-done }
+}
+
+// withIdentities returns the identities of ps changed by ic, in new maps.
+func (ps *policySet) withIdentities(ic identityChange) (map[labels.Identity]labels.Labels, map[netip.Prefix]labels.Identity) {
+	identities, cidrs := maps.Clone(ps.identities), maps.Clone(ps.cidrs)
+	maps.Copy(cidrs, ic.allocated)
+	gone := map[labels.Identity]bool{}
+	for _, id := range ic.collected {
+		gone[id] = true
+		delete(identities, id)
+	}
+	if len(gone) > 0 {
+		maps.DeleteFunc(cidrs, func(_ netip.Prefix, id labels.Identity) bool { return gone[id] })
+	}
+	return identities, cidrs
+}
+
+// syncIdentitiesLocked brings the index and the datapath up to date with
+// the stored identities, keeping also those listed in gone (collected,
+// with the labels the index knew them by) for now.
+func (c *controller) syncIdentitiesLocked(gone []labels.Identity) error {
+	cidrsChanged, err := c.reloadIdentitiesLocked(gone)
+	if err == nil {
+		err = c.applyDeltaLocked(cidrsChanged, 0)
+	}
+	if err != nil {
+		c.pol = nil // the next change starts with a full recompute
+		return fmt.Errorf("apply identities: %w", err)
+	}
+	return nil
+}
+
+// reloadIdentitiesLocked reads the identities from state into the index
+// (and those of keep that state no longer has, from the index's own),
+// and reports whether the CIDR identities changed.
+func (c *controller) reloadIdentitiesLocked(keep []labels.Identity) (bool, error) {
+	ps := c.pol
+	ids, cidrs, err := identitiesTxn(c.store.Read())
+	if err != nil {
+		return false, fmt.Errorf("resolve policy: %w", err)
+	}
+	for _, id := range keep {
+		if l, ok := ps.identities[id]; ok {
+			if _, still := ids[id]; !still {
+				ids[id] = l
+			}
+		}
+	}
+	if err := ps.index.SetIdentities(ids, cidrs); err != nil {
+		return false, fmt.Errorf("resolve policy: %w", err)
+	}
+	cidrsChanged := !maps.Equal(ps.cidrs, cidrs)
+	ps.identities, ps.cidrs = ids, cidrs
+	return cidrsChanged, nil
+}
+
+// applyDeltaLocked writes what changed in the index to the datapath. When
+// the CIDR identities changed, the ipcache changes between the new entries
+// and the removals: addresses move to a new CIDR identity only once its
+// entries are in, and leave a removed one before its entries go.
+func (c *controller) applyDeltaLocked(cidrsChanged bool, imported int) error {
+	d := c.pol.index.Changes()
+	set, remove, enforce := datapathDelta(d)
+	var res datapath.PolicySync
+	var err error
+	if cidrsChanged {
+		// Enforcement only turns on with the new entries; it turns off
+		// with the removals, like within one ApplyPolicy.
+		res, err = c.dp.ApplyPolicy(datapath.PolicyDelta{Set: set, Enforcement: c.tightenedLocked(enforce)})
+		if err == nil {
+			err = c.syncIPCacheLocked()
+		}
+		if err == nil {
+			var removed datapath.PolicySync
+			removed, err = c.dp.ApplyPolicy(datapath.PolicyDelta{Remove: remove, Enforcement: enforce})
+			res.Removed, res.Lockdown, res.Revision = removed.Removed, removed.Lockdown, removed.Revision
+		}
+	} else {
+		res, err = c.dp.ApplyPolicy(datapath.PolicyDelta{Set: set, Remove: remove, Enforcement: enforce})
+	}
+	if err != nil {
+		return fmt.Errorf("apply policy: %w", err)
+	}
+	for id, e := range d.Enforcement {
+		if e == (policy.Enforcement{}) {
+			delete(c.enforcement, id)
+		} else {
+			c.enforcement[id] = e
+		}
+	}
+	c.noteLockdownLocked(res)
+	c.log.Info("policy applied", logKeyRevision, c.applied, logKeyRules, c.pol.index.Len(),
+		"imported", imported, "added", res.Added, "updated", res.Updated, "removed", res.Removed)
+	return nil
+}
+
+// tightenedLocked is enforce with nothing turned off that the last sync
+// turned on: the enforcement in force while old and new entries are both
+// in the map.
+func (c *controller) tightenedLocked(enforce map[uint32]datapath.Enforcement) map[uint32]datapath.Enforcement {
+	out := make(map[uint32]datapath.Enforcement, len(enforce))
+	for id, e := range enforce {
+		old := c.enforcement[labels.Identity(id)]
+		out[id] = datapath.Enforcement{Ingress: e.Ingress || old.Ingress, Egress: e.Egress || old.Egress}
+	}
+	return out
+}
+
+// datapathDelta converts an index delta into the datapath's terms.
+func datapathDelta(d policy.Delta) (map[datapath.PolicyKey]datapath.Verdict, []datapath.PolicyKey, map[uint32]datapath.Enforcement) {
+	set := make(map[datapath.PolicyKey]datapath.Verdict, len(d.Set))
+	for k, v := range d.Set {
+		set[datapathKey(k)] = datapath.Verdict(v)
+	}
+	remove := make([]datapath.PolicyKey, len(d.Remove))
+	for i, k := range d.Remove {
+		remove[i] = datapathKey(k)
+	}
+	enforce := make(map[uint32]datapath.Enforcement, len(d.Enforcement))
+	for id, e := range d.Enforcement {
+		enforce[uint32(id)] = datapath.Enforcement{Ingress: e.Ingress, Egress: e.Egress}
+	}
+	return set, remove, enforce
+}
+
+func datapathKey(k policy.Key) datapath.PolicyKey {
+	return datapath.PolicyKey{Subject: uint32(k.Subject), Peer: uint32(k.Peer), Port: k.Port, Proto: k.Proto, Dir: uint8(k.Dir)}
+}
+
+// noteLockdownLocked records the lockdown a sync reports.
+func (c *controller) noteLockdownLocked(res datapath.PolicySync) {
+	if len(res.Lockdown) > 0 {
+		c.log.Error("policy map full: identities locked down (all their traffic denied)", logKeyIdentities, res.Lockdown)
+	}
+	c.lockdown = make(map[uint32]bool, len(res.Lockdown))
+	for _, id := range res.Lockdown {
+		c.lockdown[id] = true
+	}
 }
 
 func policyRevisionTxn(txn *memdb.Txn) (uint64, error) {
@@ -274,101 +617,179 @@ func policyRevisionTxn(txn *memdb.Txn) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	var rev uint64
-	if _, err := fmt.Sscan(v, &rev); err != nil {
+	rev, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
 		return 0, fmt.Errorf("stored policy revision %q: %w", v, err)
 	}
 	return rev, nil
 }
 
-// Recompute resolves state into the datapath's maps.
+// Recompute resolves state into the datapath's maps, whole.
 func (c *controller) Recompute() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.recomputeLocked()
 }
 
+// ensurePolicyLocked makes sure the mirror exists and the datapath holds
+// it, with a full recompute if not.
+func (c *controller) ensurePolicyLocked() error {
+	if c.pol != nil {
+		return nil
+	}
+	return c.recomputeLocked()
+}
+
+// recomputeLocked rebuilds the mirror from state, resolves every rule, and
+// syncs the datapath with the whole result.
 func (c *controller) recomputeLocked() error {
+	c.pol = nil
 	txn := c.store.Read()
 	rev, err := policyRevisionTxn(txn)
 	if err != nil {
 		return fmt.Errorf("resolve policy: %w", err)
 	}
-	rules, err := rulesTxn(txn)
+	ps, err := loadPolicySet(txn)
 	if err != nil {
 		return fmt.Errorf("resolve policy: %w", err)
 	}
-	ids, err := state.ListIdentities(txn)
-	if err != nil {
-		return fmt.Errorf("resolve policy: %w", err)
-	}
-	in := policy.Input{
-		Rules:      rules,
-		Identities: map[labels.Identity]labels.Labels{},
-		CIDRs:      map[netip.Prefix]labels.Identity{},
-	}
-	for _, id := range ids {
-		if labels.Identity(id.ID) < labels.MinCIDRIdentity {
-			in.Identities[labels.Identity(id.ID)] = id.Labels
-		} else if p, ok := labels.CIDROf(id.Labels); ok {
-			in.CIDRs[p] = labels.Identity(id.ID)
-		}
-	}
-	res, err := policy.Resolve(in)
-	if err != nil {
-		return fmt.Errorf("resolve policy: %w", err)
-	}
-	ipcache, err := c.ipcache(txn, in.CIDRs)
-	if err != nil {
-		return err
-	}
+	res := ps.index.Result()
+	ps.index.Changes() // the sync below gives the datapath all of it
 	// Addresses first: a policy entry for a CIDR identity is useless until
 	// the ipcache maps addresses to it.
-	if err := c.dp.SyncIPCache(ipcache); err != nil {
-		return fmt.Errorf("sync ipcache: %w", err)
+	c.pol = ps
+	if err := c.syncIPCacheLocked(); err != nil {
+		c.pol = nil
+		return err
 	}
 	st := datapath.PolicyState{
 		Entries:     make(map[datapath.PolicyKey]datapath.Verdict, len(res.Entries)),
 		Enforcement: make(map[uint32]datapath.Enforcement, len(res.Enforcement)),
 	}
 	for k, v := range res.Entries {
-		st.Entries[datapath.PolicyKey{Subject: uint32(k.Subject), Peer: uint32(k.Peer), Port: k.Port, Proto: k.Proto, Dir: uint8(k.Dir)}] = datapath.Verdict(v)
+		st.Entries[datapathKey(k)] = datapath.Verdict(v)
 	}
 	for id, e := range res.Enforcement {
 		st.Enforcement[uint32(id)] = datapath.Enforcement{Ingress: e.Ingress, Egress: e.Egress}
 	}
 	sync, err := c.dp.SyncPolicy(st)
 	if err != nil {
+		c.pol = nil
 		return fmt.Errorf("sync policy: %w", err)
-	}
-	if len(sync.Lockdown) > 0 {
-		c.log.Error("policy map full: identities locked down (all their traffic denied)", logKeyIdentities, sync.Lockdown)
-	}
-	c.lockdown = make(map[uint32]bool, len(sync.Lockdown))
-	for _, id := range sync.Lockdown {
-		c.lockdown[id] = true
 	}
 	c.enforcement = res.Enforcement
 	c.applied = rev
-	c.log.Info("policy applied", logKeyRevision, rev, logKeyRules, len(rules),
+	c.noteLockdownLocked(sync)
+	c.log.Info("policy applied", logKeyRevision, rev, logKeyRules, ps.index.Len(),
 		"added", sync.Added, "updated", sync.Updated, "removed", sync.Removed)
 	return nil
 }
 
-// ipcache maps every address that is not a membrane endpoint to an
-// identity: the host's own addresses, the CIDRs policy names, and the rest
-// of the world.
-func (c *controller) ipcache(txn *memdb.Txn, cidrs map[netip.Prefix]labels.Identity) (map[netip.Prefix]uint32, error) {
+// loadPolicySet reads the stored rules and identities and resolves them.
+func loadPolicySet(txn *memdb.Txn) (*policySet, error) {
+	ids, cidrs, err := identitiesTxn(txn)
+	if err != nil {
+		return nil, err
+	}
+	index, err := policy.NewIndex(ids, cidrs)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := state.ListPolicies(txn)
+	if err != nil {
+		return nil, err
+	}
+	rules, err := parseStoredRules(rows)
+	if err != nil {
+		return nil, err
+	}
+	for i, row := range rows {
+		if err := index.Set(row.Name, rules[i]); err != nil {
+			return nil, err
+		}
+	}
+	return &policySet{index: index, identities: ids, cidrs: cidrs}, nil
+}
+
+// parseStoredRules decodes the stored rules, as one document: one parse of
+// many rules costs much less than many parses of one (and runs on every
+// CPU). A row that does not parse is named.
+func parseStoredRules(rows []*state.Policy) ([]policy.Rule, error) {
+	size := 2
+	for _, row := range rows {
+		size += len(row.Rule) + 1
+	}
+	doc := make([]byte, 0, size)
+	doc = append(doc, '[')
+	for i, row := range rows {
+		if i > 0 {
+			doc = append(doc, ',')
+		}
+		doc = append(doc, row.Rule...)
+	}
+	doc = append(doc, ']')
+	if rules, err := policy.Parse(doc); err == nil && len(rules) == len(rows) {
+		return rules, nil
+	}
+	rules := make([]policy.Rule, len(rows))
+	for i, row := range rows {
+		var err error
+		if rules[i], err = parseStoredRule(row); err != nil {
+			return nil, err
+		}
+	}
+	return rules, nil
+}
+
+// parseStoredRule decodes a stored rule. It was validated on import.
+func parseStoredRule(row *state.Policy) (policy.Rule, error) {
+	rules, err := policy.Parse(row.Rule)
+	if err != nil {
+		return policy.Rule{}, fmt.Errorf("stored policy %s: %w", row.Name, err)
+	}
+	if len(rules) != 1 {
+		return policy.Rule{}, fmt.Errorf("stored policy %s: %d rules, want one", row.Name, len(rules))
+	}
+	return rules[0], nil
+}
+
+// identitiesTxn returns the stored endpoint identities and CIDR identities,
+// as policy.Input has them.
+func identitiesTxn(txn *memdb.Txn) (map[labels.Identity]labels.Labels, map[netip.Prefix]labels.Identity, error) {
+	rows, err := state.ListIdentities(txn)
+	if err != nil {
+		return nil, nil, err
+	}
+	ids := map[labels.Identity]labels.Labels{}
+	cidrs := map[netip.Prefix]labels.Identity{}
+	for _, id := range rows {
+		if labels.Identity(id.ID) < labels.MinCIDRIdentity {
+			ids[labels.Identity(id.ID)] = id.Labels
+		} else if p, ok := labels.CIDROf(id.Labels); ok {
+			cidrs[p] = labels.Identity(id.ID)
+		}
+	}
+	return ids, cidrs, nil
+}
+
+// syncIPCacheLocked writes the ipcache: every address that is not a
+// membrane endpoint mapped to an identity (the host's own addresses, the
+// CIDRs policy names, and the rest of the world).
+func (c *controller) syncIPCacheLocked() error {
 	out := map[netip.Prefix]uint32{
 		netip.MustParsePrefix("0.0.0.0/0"): uint32(labels.IdentityWorld),
 		netip.MustParsePrefix("::/0"):      uint32(labels.IdentityWorld),
 	}
-	for p, id := range cidrs {
+	for p, id := range c.pol.cidrs {
 		out[p] = uint32(id)
 	}
 	addrs, err := c.nl.AddrList(nil, netlink.FAMILY_ALL)
+	for retry := 0; errors.Is(err, netlink.ErrDumpInterrupted) && retry < 3; retry++ {
+		// Addresses changed during the dump: ask again.
+		addrs, err = c.nl.AddrList(nil, netlink.FAMILY_ALL)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("list host addresses: %w", err)
+		return fmt.Errorf("list host addresses: %w", err)
 	}
 	for _, a := range addrs {
 		ip, ok := netip.AddrFromSlice(a.IP)
@@ -378,7 +799,10 @@ func (c *controller) ipcache(txn *memdb.Txn, cidrs map[netip.Prefix]labels.Ident
 		ip = ip.Unmap()
 		out[netip.PrefixFrom(ip, ip.BitLen())] = uint32(labels.IdentityHost)
 	}
-	return out, nil
+	if err := c.dp.SyncIPCache(out); err != nil {
+		return fmt.Errorf("sync ipcache: %w", err)
+	}
+	return nil
 }
 
 // collectLoop collects identities whenever endpoints went away.
@@ -400,14 +824,18 @@ func (c *controller) collectLoop(ctx context.Context) {
 func (c *controller) collect() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.ensurePolicyLocked(); err != nil {
+		return err
+	}
 	var removed []labels.Identity
 	err := c.store.Write(func(txn *memdb.Txn) error {
 		var err error
-		removed, err = c.alloc.CollectTxn(txn, c.policyCIDRsTxn(txn))
+		keep, _ := c.pol.cidrsAfter(nil)
+		removed, err = c.alloc.CollectTxn(txn, keep)
 		return err
 	})
 	if err != nil || len(removed) == 0 {
 		return err
 	}
-	return c.recomputeLocked()
+	return c.syncIdentitiesLocked(nil)
 }

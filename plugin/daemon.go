@@ -79,9 +79,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("open state: %w", err)
 	}
 	for _, skipped := range restored.Skipped {
+		var jerr *state.JournalError
+		if errors.As(skipped, &jerr) && jerr.Torn {
+			// A write cut short by a crash: it was never acknowledged.
+			log.Warn("torn journal tail ignored", logKeyError, skipped.Error())
+			continue
+		}
+		if jerr != nil {
+			log.Error("journal records lost (their bytes are kept in the file named)", logKeyError, skipped.Error())
+			continue
+		}
 		log.Error("corrupt checkpoint skipped", logKeyError, skipped.Error())
 	}
-	log.Info("state restored", logKeyPath, restored.Path)
+	log.Info("state restored", logKeyPath, restored.Path, "journal_records", restored.Replayed)
 
 	dp, err := datapath.Open(datapath.Config{PinDir: cfg.BPFDir})
 	if err != nil {

@@ -90,4 +90,11 @@
 // message type in Port as ICMPPort(type), so that type 0 is not confused
 // with "every type". Evaluate is an independent, slow reference of the
 // same semantics for tests.
+//
+// Index gives the same result as Resolve, kept up to date one rule at a
+// time: rules are added, replaced and deleted by name, identities
+// replaced, and each change resolves only the rules it can concern; the
+// keys and enforcement that changed come out of Changes, for the
+// datapath's incremental update. Encode writes a parsed rule's canonical
+// JSON without reflection.
 package policy

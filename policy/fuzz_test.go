@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"reflect"
@@ -9,6 +10,15 @@ import (
 
 	"github.com/membrane-net/membrane/labels"
 )
+
+func mustMarshal(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
 
 // FuzzParse checks that Parse never panics, that whatever it rejects it
 // rejects with ErrInvalidPolicy and no rules, that whatever it accepts
@@ -23,6 +33,16 @@ func FuzzParse(f *testing.F) {
 		// two readings must agree.
 		if slow, slowErr := parse(data, true); (slowErr == nil) != (err == nil) || !reflect.DeepEqual(slow, rules) {
 			t.Fatalf("reading with paths gives %v, %v; without, %v, %v", slow, slowErr, rules, err)
+		}
+		// Large arrays are read on every CPU; whatever that accepts, it
+		// reads as Parse does.
+		if par, _, ok := parseArrayInParallel(data); ok && (err != nil || !reflect.DeepEqual(par, rules)) {
+			t.Fatalf("parallel reading gives %v; Parse %v, %v", par, rules, err)
+		}
+		for i := range rules {
+			if enc, want := Encode(&rules[i]), mustMarshal(t, rules[i]); !bytes.Equal(enc, want) {
+				t.Fatalf("rule %d: Encode gives %s, encoding/json %s", i, enc, want)
+			}
 		}
 		if err != nil {
 			if rules != nil {

@@ -1,10 +1,13 @@
 package policy
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Parse reads a policy document: a JSON or YAML array of rules, or a
@@ -22,23 +25,45 @@ import (
 // empty lists that mean nothing dropped. Peer lists keep the difference
 // between absent and empty.
 func Parse(data []byte) ([]Rule, error) {
+	rules, _, err := ParseCompiled(data)
+	return rules, err
+}
+
+// Compiled is a rule as Parse checked it, in the form an Index resolves
+// (see Index.PrepareCompiled).
+type Compiled struct{ cr *compiledRule }
+
+// ParseCompiled is Parse, and also returns each rule compiled, so that an
+// import checks a rule once rather than once to parse it and again to
+// resolve it.
+func ParseCompiled(data []byte) ([]Rule, []Compiled, error) {
 	// Paths cost more than everything else; a valid document, the usual
 	// case, needs none. Only a document with problems is read again with
 	// paths, for the messages.
-	rules, err := parse(data, false)
+	rules, compiled, err := parseCompiled(data, false)
 	if err != nil {
 		if _, withPaths := parse(data, true); withPaths != nil {
 			err = withPaths
 		}
-		return nil, err
+		return nil, nil, err
 	}
-	return rules, nil
+	return rules, compiled, nil
 }
 
 func parse(data []byte, withPaths bool) ([]Rule, error) {
+	rules, _, err := parseCompiled(data, withPaths)
+	return rules, err
+}
+
+func parseCompiled(data []byte, withPaths bool) ([]Rule, []Compiled, error) {
+	if !withPaths {
+		if rules, compiled, ok := parseValidArrayInParallel(data); ok {
+			return rules, compiled, nil
+		}
+	}
 	tree, err := parseTree(data, withPaths)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	d := &decoder{paths: withPaths}
 	var (
@@ -63,11 +88,14 @@ func parse(data []byte, withPaths bool) ([]Rule, error) {
 
 	errs := d.errs
 	names := map[string]string{} // name -> path of the rule
+	compiled := make([]Compiled, len(rules))
 	for i := range rules {
-		if _, ruleErrs := compileRule(&rules[i], paths[i], true, withPaths); len(ruleErrs) > 0 {
+		cr, ruleErrs := compileRule(&rules[i], paths[i], true, withPaths)
+		if len(ruleErrs) > 0 {
 			errs = append(errs, covered(ruleErrs, paths[i], decodeErrs[i])...)
 			continue
 		}
+		compiled[i] = Compiled{cr}
 		if len(decodeErrs[i]) > 0 {
 			continue
 		}
@@ -83,12 +111,145 @@ func parse(data []byte, withPaths bool) ([]Rule, error) {
 		// Problems found while decoding and while checking values are
 		// both in document order within each pass; sort them together.
 		slices.SortStableFunc(errs, func(a, b error) int { return comparePaths(pathOf(a), pathOf(b)) })
-		return nil, joinErrors(errs)
+		return nil, nil, joinErrors(errs)
 	}
 	if rules == nil {
 		rules = []Rule{}
 	}
-	return rules, nil
+	return rules, compiled, nil
+}
+
+// minParallelBytes is the size from which a JSON array of rules is
+// parsed, decoded and checked on every CPU.
+const minParallelBytes = 256 << 10
+
+// parseValidArrayInParallel parses a large JSON array of rules on every
+// CPU, for the usual case of a valid document: a quick scan finds where
+// each element starts, then each CPU parses, decodes and checks a run of
+// elements. It returns the rules and true when it found no problem at all,
+// and false otherwise, or for any other document (parse then goes through
+// it the usual way, for the messages).
+func parseValidArrayInParallel(data []byte) ([]Rule, []Compiled, bool) {
+	if len(data) < minParallelBytes {
+		return nil, nil, false
+	}
+	return parseArrayInParallel(data)
+}
+
+func parseArrayInParallel(data []byte) ([]Rule, []Compiled, bool) {
+	data = bytes.TrimPrefix(data, utf8BOM)
+	starts, ok := arrayElements(data)
+	if !ok || len(starts) < 2 {
+		return nil, nil, false
+	}
+	rules := make([]Rule, len(starts))
+	compiled := make([]Compiled, len(starts))
+	chunks := min(runtime.GOMAXPROCS(0), 8)
+	size := (len(rules) + chunks - 1) / chunks
+	failed := make([]bool, chunks)
+	var wg sync.WaitGroup
+	for c := range chunks {
+		wg.Go(func() {
+			p := &jsonParser{data: data} // one per CPU: its nodes come from one slab
+			for i := c * size; i < min((c+1)*size, len(rules)); i++ {
+				if !parseElement(p, starts[i], &rules[i], &compiled[i]) {
+					failed[c] = true
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if slices.Contains(failed, true) {
+		return nil, nil, false
+	}
+	names := make(map[string]bool, len(rules))
+	for i := range rules {
+		if name := Name(rules[i]); name != "" {
+			if names[name] {
+				return nil, nil, false
+			}
+			names[name] = true
+		}
+	}
+	return rules, compiled, true
+}
+
+// parseElement parses, decodes and checks the array element at start,
+// which must end at a ',' or the closing ']'.
+func parseElement(p *jsonParser, start int, r *Rule, c *Compiled) bool {
+	p.pos = start
+	n, err := p.value("", 1)
+	if err != nil {
+		return false
+	}
+	p.skipSpace()
+	if p.pos >= len(p.data) || (p.data[p.pos] != ',' && p.data[p.pos] != ']') {
+		return false
+	}
+	d := &decoder{}
+	*r = d.rule(n, "")
+	cr, errs := compileRule(r, "", true, false)
+	c.cr = cr
+	return len(d.errs) == 0 && len(errs) == 0
+}
+
+// arrayElements returns where each element of the top-level JSON array in
+// data starts, scanning only strings and brackets; false when data is not
+// an array followed by nothing but space. Element syntax is left to the
+// parser.
+func arrayElements(data []byte) ([]int, bool) {
+	i := skipJSONSpace(data, 0)
+	if i >= len(data) || data[i] != '[' {
+		return nil, false
+	}
+	var starts []int
+	depth, inString, end := 0, false, -1
+	expectElement := true
+	for ; i < len(data) && end < 0; i++ {
+		c := data[i]
+		switch {
+		case inString:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inString = false
+			}
+			continue
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			continue
+		}
+		if depth == 1 && expectElement {
+			if c == ']' && len(starts) > 0 {
+				return nil, false // a comma before the closing bracket
+			}
+			starts = append(starts, i)
+			expectElement = false
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '[', '{':
+			depth++
+		case ']', '}':
+			if depth--; depth == 0 {
+				end = i
+			}
+		case ',':
+			expectElement = depth == 1
+		}
+	}
+	if end < 0 || skipJSONSpace(data, end+1) != len(data) {
+		return nil, false
+	}
+	return starts, true
+}
+
+func skipJSONSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 // covered drops the value problems of a rule that only echo a problem

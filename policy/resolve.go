@@ -104,20 +104,7 @@ type Result struct {
 // rules are checked as Parse checks them (errors match ErrInvalidPolicy),
 // and every CIDR they name must have an identity (ErrMissingCIDRIdentity).
 func Resolve(in Input) (Result, error) {
-	var errs []error
-	for id := range in.Identities {
-		if id < labels.MinUserIdentity || id >= labels.MinCIDRIdentity {
-			errs = append(errs, fmt.Errorf("%w: endpoint identity %d, want %d to %d", ErrInvalidIdentity, id, labels.MinUserIdentity, labels.MinCIDRIdentity-1))
-		}
-	}
-	for p, id := range in.CIDRs {
-		if !p.IsValid() || p != p.Masked() {
-			errs = append(errs, fmt.Errorf("%w: CIDR %s is not a masked prefix", ErrInvalidIdentity, p))
-		}
-		if id < labels.MinCIDRIdentity || id > labels.MaxCIDRIdentity {
-			errs = append(errs, fmt.Errorf("%w: identity %d of CIDR %s, want %d to %d", ErrInvalidIdentity, id, p, labels.MinCIDRIdentity, labels.MaxCIDRIdentity))
-		}
-	}
+	errs := checkIdentities(in)
 	compiled := make([]*compiledRule, len(in.Rules))
 	for i := range in.Rules {
 		cr, ruleErrs := compileRule(&in.Rules[i], "", false, false)
@@ -179,6 +166,25 @@ func Resolve(in Input) (Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// checkIdentities checks the identities and CIDR identities of in.
+func checkIdentities(in Input) []error {
+	var errs []error
+	for id := range in.Identities {
+		if id < labels.MinUserIdentity || id >= labels.MinCIDRIdentity {
+			errs = append(errs, fmt.Errorf("%w: endpoint identity %d, want %d to %d", ErrInvalidIdentity, id, labels.MinUserIdentity, labels.MinCIDRIdentity-1))
+		}
+	}
+	for p, id := range in.CIDRs {
+		if !p.IsValid() || p != p.Masked() {
+			errs = append(errs, fmt.Errorf("%w: CIDR %s is not a masked prefix", ErrInvalidIdentity, p))
+		}
+		if id < labels.MinCIDRIdentity || id > labels.MaxCIDRIdentity {
+			errs = append(errs, fmt.Errorf("%w: identity %d of CIDR %s, want %d to %d", ErrInvalidIdentity, id, p, labels.MinCIDRIdentity, labels.MaxCIDRIdentity))
+		}
+	}
+	return errs
 }
 
 // every is the l4 list of a section without toPorts or icmps.

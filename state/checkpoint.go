@@ -247,7 +247,7 @@ func loadTables(txn *memdb.Txn, data *checkpointData) error {
 		if _, err := GetPolicy(txn, p.Name); err == nil {
 			return fmt.Errorf("policy %q appears twice", p.Name)
 		}
-		if err := PutPolicy(txn, p); err != nil {
+		if err := putPolicyFromDisk(txn, p); err != nil {
 			return err
 		}
 	}

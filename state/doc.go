@@ -17,15 +17,28 @@
 //
 // # Durability
 //
-// Write is durable before it returns: after fn succeeds, the would-be state
-// (a snapshot of the still-open transaction) is written as a checkpoint file,
-// fsynced and renamed into place, and the directory fsynced; only then is the
-// transaction committed in memory. If the checkpoint cannot be written the
-// transaction is aborted, so memory and disk never disagree and a caller that
-// got an error has changed nothing. Writers are serialized, so checkpoints
-// land in commit order. A write that changes nothing writes no checkpoint.
+// Write is durable before it returns: after fn succeeds, the change is
+// written to disk and fsynced, and only then is the transaction committed
+// in memory. If that fails the transaction is aborted, so memory and disk
+// never disagree and a caller that got an error has changed nothing.
+// Writers are serialized, so changes land on disk in commit order. A write
+// that changes nothing writes nothing.
 //
-// A checkpoint file is a 52-byte header followed by a JSON payload holding
+// A write usually goes to the journal: one record holding the objects it
+// put and the objects it deleted, appended to journal-<sequence>.log (the
+// journal of checkpoint <sequence>, 0 before the first checkpoint) and
+// fsynced, so that a write costs what it changes. A record is
+//
+//	offset  size  field
+//	0       4     magic "MBRJ"
+//	4       4     payload length in bytes, big-endian uint32
+//	8       32    SHA-256 of the payload
+//	40      n     payload: {"changes":[{"table":T,"put":OBJECT}|{"table":T,"delete":OBJECT}...]}
+//
+// Once the journal would grow larger than the checkpoint it follows (and
+// than 4 MiB), the write becomes a checkpoint instead (a snapshot of the
+// still-open transaction), which starts a new, empty journal. A
+// checkpoint file is a 52-byte header followed by a JSON payload holding
 // every table:
 //
 //	offset  size  field
@@ -40,8 +53,20 @@
 // it, load with that table empty.
 //
 // Files are named checkpoint-<sequence, 20 digits>.ckpt; the newest three are
-// kept. [Open] loads the newest checkpoint that passes every check (magic,
-// version, exact length, checksum, decodable payload, schema constraints);
-// any that fail are reported in [Restored].Skipped and never partially
-// loaded. If none is valid the store starts empty and says so.
+// kept, with their journals. [Open] loads the newest checkpoint that passes
+// every check (magic, version, exact length, checksum, decodable payload,
+// schema constraints); any that fail are reported in [Restored].Skipped and
+// never partially loaded. If none is valid the store starts empty and says
+// so. It then replays the loaded checkpoint's journal, record by record
+// (each record holds the final state of the objects its write changed:
+// they are taken out, then put back through the same helpers as regular
+// writes), up to the first record that is torn, fails its checksum or does
+// not apply: that record and the rest are reported (a *JournalError in
+// Skipped) and cut off before the next append. A torn tail, an incomplete
+// last record, was never acknowledged (a write returns only after its
+// record is fsynced): JournalError.Torn, a warning. Any other bad record
+// means the acknowledged writes from it on are lost: an error, and the
+// bytes cut off are first copied to <journal>.cut-<offset>. When an older checkpoint was loaded because the
+// newest was corrupt, its journal gives the state just before the newest
+// checkpoint was written, and the next write checkpoints.
 package state

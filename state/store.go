@@ -15,12 +15,26 @@ import (
 type Store struct {
 	dir string
 
-	// mu serializes writers, so checkpoints are written in commit order;
-	// it guards seq and files.
+	// mu serializes writers, so records and checkpoints are written in
+	// commit order; it guards everything below.
 	mu    sync.Mutex
 	db    *memdb.MemDB
 	seq   uint64   // sequence number of the newest checkpoint file on disk
 	files []uint64 // sequence numbers of checkpoint files on disk, oldest first
+
+	// The journal of checkpoint seq: appendable unless the state was not
+	// loaded from checkpoint seq (a newer checkpoint was corrupt), in
+	// which case the next write checkpoints. journal is opened on the first
+	// append; journalSize is the length of its valid records.
+	appendable     bool
+	journal        *journal
+	journalSize    int64
+	checkpointSize int64 // bytes of checkpoint seq
+	// journalMin is how large the journal may grow before a write
+	// checkpoints, however small the last checkpoint (minJournalBytes).
+	journalMin int64
+	// checkpointEveryWrite turns the journal off (tests of checkpoints).
+	checkpointEveryWrite bool
 }
 
 // Restored tells what Open loaded.
@@ -28,15 +42,22 @@ type Restored struct {
 	// Path is the checkpoint that was loaded, "" when the store started
 	// empty.
 	Path string
+	// Replayed counts the journal records applied on top of Path.
+	Replayed int
 	// Skipped holds one *CheckpointError for every checkpoint newer than
-	// Path that could not be loaded, newest first.
+	// Path that could not be loaded, newest first, then a *JournalError
+	// if the journal ended in records that could not be replayed: a write
+	// torn by a crash, never acknowledged (JournalError.Torn), or a
+	// corrupt record, with the acknowledged writes from there on lost.
 	Skipped []error
 }
 
 // Open opens the store kept in dir, creating dir (mode 0700) if it is
-// missing, and loads the newest valid checkpoint. Corrupt checkpoints are
-// skipped and reported in Restored, as is starting empty because none was
-// valid. Open fails only when dir itself cannot be used.
+// missing, and loads the newest valid checkpoint and the journal of writes
+// made after it. Corrupt checkpoints are skipped and reported in Restored,
+// as is starting empty because none was valid; a journal is replayed up to
+// its first invalid record, and the rest is reported and cut off. Open
+// fails only when dir itself cannot be used.
 func Open(dir string) (*Store, Restored, error) {
 	var r Restored
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -50,33 +71,51 @@ func Open(dir string) (*Store, Restored, error) {
 		return nil, r, fmt.Errorf("state directory: %w", err)
 	}
 
-	s := &Store{dir: dir, files: seqs}
+	s := &Store{dir: dir, files: seqs, journalMin: minJournalBytes}
 	if len(seqs) > 0 {
 		s.seq = seqs[len(seqs)-1]
 	}
-	for i := len(seqs) - 1; i >= 0; i-- {
+	loaded, ok := uint64(0), len(seqs) == 0
+	for i := len(seqs) - 1; i >= 0 && !ok; i-- {
 		path := filepath.Join(dir, checkpointName(seqs[i]))
-		db, err := readCheckpoint(path)
+		db, size, err := readCheckpoint(path)
 		if err != nil {
 			r.Skipped = append(r.Skipped, &CheckpointError{Path: path, Err: err})
 			continue
 		}
-		s.db = db
-		r.Path = path
-		return s, r, nil
+		s.db, s.checkpointSize, r.Path = db, size, path
+		loaded, ok = seqs[i], true
 	}
-	if s.db, err = newDB(); err != nil {
-		return nil, r, err
+	if s.db == nil {
+		if s.db, err = newDB(); err != nil {
+			return nil, r, err
+		}
 	}
+	if !ok {
+		return s, r, nil // no journal applies to an empty state
+	}
+	valid, tail, err := replayJournal(s.db, &r.Replayed, dir, loaded)
+	if err != nil {
+		return nil, r, fmt.Errorf("state directory: %w", err)
+	}
+	if tail != nil {
+		r.Skipped = append(r.Skipped, tail)
+	}
+	// Writes go on in this journal only when it follows the newest
+	// checkpoint, and when cutting its tail destroys nothing unsaved;
+	// otherwise the next write checkpoints.
+	s.appendable = loaded == s.seq && (tail == nil || !errors.Is(tail, errKeepJournal))
+	s.journalSize = valid
 	return s, r, nil
 }
 
-func readCheckpoint(path string) (*memdb.MemDB, error) {
+func readCheckpoint(path string) (*memdb.MemDB, int64, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return decodeCheckpoint(b)
+	db, err := decodeCheckpoint(b)
+	return db, int64(len(b)), err
 }
 
 func newDB() (*memdb.MemDB, error) {
@@ -97,10 +136,12 @@ func (s *Store) Read() *memdb.Txn {
 }
 
 // Write runs fn in a write transaction. If fn returns an error the
-// transaction is aborted and the error returned. Otherwise the resulting
-// state is checkpointed to disk and then committed, before Write returns; if
-// the checkpoint cannot be written, the transaction is aborted and an error
-// returned, so nothing changed, in memory or on disk.
+// transaction is aborted and the error returned. Otherwise the change is
+// made durable and then committed, before Write returns: appended to the
+// journal as one record (fsynced), or, once the journal has grown as large
+// as the last checkpoint, written with the whole state as a new checkpoint
+// that starts a new journal. If that fails, the transaction is aborted and
+// an error returned, so nothing changed, in memory or on disk.
 //
 // Writes are serialized. fn must not call Write (it would deadlock) and must
 // not keep txn after it returns.
@@ -114,14 +155,76 @@ func (s *Store) Write(fn func(txn *memdb.Txn) error) error {
 	if err := fn(txn); err != nil {
 		return err
 	}
-	if len(txn.Changes()) == 0 {
+	changes := txn.Changes()
+	if len(changes) == 0 {
 		return nil
 	}
-	if err := s.checkpoint(txn.Snapshot()); err != nil {
+	journaled, err := s.appendRecord(changes)
+	if err != nil {
 		return err
+	}
+	if !journaled {
+		if err := s.checkpoint(txn.Snapshot()); err != nil {
+			return err
+		}
 	}
 	txn.Commit()
 	return nil
+}
+
+// appendRecord appends the changes to the journal, and reports false when
+// they belong in a checkpoint instead: the journal cannot be used, or
+// would outgrow the checkpoint it follows (replaying it at start would
+// then cost more than loading a checkpoint). s.mu must be held.
+func (s *Store) appendRecord(changes memdb.Changes) (bool, error) {
+	if !s.appendable || s.checkpointEveryWrite {
+		return false, nil
+	}
+	limit := max(s.journalMin, s.checkpointSize)
+	if s.journalSize+int64(len(changes))*minChangeSize > limit {
+		return false, nil // too large for sure: spare the encoding
+	}
+	rec, err := encodeJournalRecord(changes)
+	if err != nil {
+		return false, err
+	}
+	if s.journalSize+int64(len(rec)) > limit {
+		return false, nil
+	}
+	if s.journal != nil && !s.journal.linkedAt(filepath.Join(s.dir, journalName(s.seq))) {
+		// Removed or replaced under us: appends would go to a file the
+		// next Open never reads. A checkpoint says whether the directory
+		// can still be written.
+		s.closeJournal()
+		s.appendable = false
+		return false, nil
+	}
+	if s.journal == nil {
+		j, err := openJournal(s.dir, s.seq, s.journalSize)
+		if err != nil {
+			return false, fmt.Errorf("journal %s: %w", filepath.Join(s.dir, journalName(s.seq)), err)
+		}
+		s.journal = j
+	}
+	broken, err := s.journal.append(rec)
+	s.journalSize = s.journal.size
+	if broken {
+		// The failed record may be on disk: never append after it. The
+		// next write checkpoints, which supersedes this journal.
+		s.closeJournal()
+		s.appendable = false
+	}
+	if err != nil {
+		return false, fmt.Errorf("journal %s: %w", filepath.Join(s.dir, journalName(s.seq)), err)
+	}
+	return true, nil
+}
+
+func (s *Store) closeJournal() {
+	if s.journal != nil {
+		s.journal.close() // its records are fsynced already
+		s.journal = nil
+	}
 }
 
 // checkpoint writes the state seen by txn as the next checkpoint file and
@@ -137,6 +240,9 @@ func (s *Store) checkpoint(txn *memdb.Txn) error {
 	if renamed {
 		s.seq = seq
 		s.files = append(s.files, seq)
+		// The new checkpoint starts a journal of its own.
+		s.closeJournal()
+		s.appendable, s.journalSize, s.checkpointSize = true, 0, int64(len(b))
 	}
 	if err != nil {
 		if renamed {
@@ -147,6 +253,8 @@ func (s *Store) checkpoint(txn *memdb.Txn) error {
 				syncDir(s.dir) // best effort: the write already failed
 			}
 		}
+		// Until a checkpoint succeeds, no journal follows the newest one.
+		s.appendable = false
 		return fmt.Errorf("checkpoint %s: %w", filepath.Join(s.dir, name), err)
 	}
 	s.prune()
@@ -157,6 +265,7 @@ func (s *Store) checkpoint(txn *memdb.Txn) error {
 // checkpoint is already durable, so a file that cannot be deleted stays in
 // the list and is tried again after the next write.
 func (s *Store) prune() {
+	defer s.pruneJournals()
 	if len(s.files) <= checkpointsKept {
 		return
 	}
@@ -169,4 +278,19 @@ func (s *Store) prune() {
 		}
 	}
 	s.files = append(kept, s.files[len(s.files)-checkpointsKept:]...)
+	s.pruneJournals()
+}
+
+// pruneJournals deletes the journals of checkpoints no longer kept; like
+// prune, it tries again after the next checkpoint.
+func (s *Store) pruneJournals() {
+	seqs, err := listJournals(s.dir)
+	if err != nil || len(s.files) == 0 {
+		return
+	}
+	for _, seq := range seqs {
+		if seq < s.files[0] {
+			os.Remove(filepath.Join(s.dir, journalName(seq))) // best effort
+		}
+	}
 }

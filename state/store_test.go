@@ -55,7 +55,17 @@ func dump(t *testing.T, s *Store) tables {
 	return d
 }
 
+// mustOpen opens a store that checkpoints every write, as the checkpoint
+// tests of this file expect; journal_test.go tests the journal, with
+// mustOpenJournaled.
 func mustOpen(t *testing.T, dir string) (*Store, Restored) {
+	t.Helper()
+	s, r := mustOpenJournaled(t, dir)
+	s.checkpointEveryWrite = true
+	return s, r
+}
+
+func mustOpenJournaled(t *testing.T, dir string) (*Store, Restored) {
 	t.Helper()
 	s, r, err := Open(dir)
 	if err != nil {
@@ -645,7 +655,7 @@ func TestConcurrentWritersGetDistinctIndexesInCommitOrder(t *testing.T) {
 	// includes all earlier commits.
 	for _, name := range checkpointFiles(t, dir) {
 		seq, _ := parseCheckpointName(name)
-		db, err := readCheckpoint(filepath.Join(dir, name))
+		db, _, err := readCheckpoint(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)
 		}
