@@ -50,7 +50,7 @@ const (
 	// than that, so a dead plugin shows up as Docker's error, not ours.
 	dockerCmdTimeout = 90 * time.Second
 	buildTimeout     = 5 * time.Minute
-	lockTimeout      = 5 * time.Minute
+	lockTimeout      = 60 * time.Minute
 )
 
 // harness is the environment TestMain sets up once for the whole run.

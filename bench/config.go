@@ -1,0 +1,74 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"time"
+)
+
+// Modes of a run.
+const (
+	ModeFull  = "full"  // make bench: every figure, enough rounds for ratios
+	ModeSmoke = "smoke" // make bench-smoke: every code path once, small and fast
+)
+
+// Config is everything a run is told. DefaultConfig fills it per mode; the
+// command line may override some of it.
+type Config struct {
+	Mode string
+	// Rounds of interleaved measurements; Duration of each load.
+	Rounds   int
+	Duration time.Duration
+	// Seed orders each round's measurements (printed, recorded, and
+	// accepted back to repeat an order).
+	Seed uint64
+	// RuleCounts are the policy sizes compared (0 is no policy at all).
+	RuleCounts []int
+	// EndpointCounts are the sizes at which the daemon's memory is read.
+	EndpointCounts []int
+	// Samples of the control-plane latencies.
+	DockerRunSamples int
+	ImportSamples    int
+	AttachSamples    int
+	// ClientCPU and ServerCPU pin the traffic tools.
+	ClientCPU, ServerCPU int
+	// Parallel docker runs when creating endpoints for the memory figures.
+	CreateParallelism int
+	// LockTimeout bounds the wait for the integration suite's lock.
+	LockTimeout time.Duration
+	// Log receives progress lines.
+	Log io.Writer
+}
+
+// DefaultConfig is the configuration of a mode.
+func DefaultConfig(mode string, log io.Writer) (Config, error) {
+	c := Config{
+		Mode:              mode,
+		ClientCPU:         defaultClientCPU,
+		ServerCPU:         defaultServerCPU,
+		CreateParallelism: 4,
+		LockTimeout:       time.Hour,
+		Log:               log,
+	}
+	switch mode {
+	case ModeFull:
+		c.Rounds = 9
+		c.Duration = 3 * time.Second
+		c.RuleCounts = []int{0, 1, 100, 1000, 10000, 100000}
+		c.EndpointCounts = []int{10, 100, 500}
+		c.DockerRunSamples = 10
+		c.ImportSamples = 10
+		c.AttachSamples = 200
+	case ModeSmoke:
+		c.Rounds = 1
+		c.Duration = time.Second
+		c.RuleCounts = []int{0, 1, 100}
+		c.EndpointCounts = []int{10}
+		c.DockerRunSamples = 2
+		c.ImportSamples = 2
+		c.AttachSamples = 10
+	default:
+		return Config{}, fmt.Errorf("mode %q: want %s or %s", mode, ModeFull, ModeSmoke)
+	}
+	return c, nil
+}

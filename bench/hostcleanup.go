@@ -1,0 +1,148 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// cleanStale removes what a crashed earlier run may have left under the
+// names this harness owns. Nothing else is touched.
+func cleanStale(log io.Writer) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, ns := range staleNetns() {
+		fmt.Fprintf(log, "bench: removing leftover netns %s\n", ns)
+		_ = delNetns(ctx, ns)
+	}
+	for _, dev := range []string{hostDevice, bridgeDevice} {
+		if _, err := os.Stat("/sys/class/net/" + dev); err == nil {
+			fmt.Fprintf(log, "bench: removing leftover link %s\n", dev)
+			_, _ = runCmd(ctx, "ip", "link", "del", dev)
+		}
+	}
+	_ = os.Remove(filepath.Join(pluginDir, pluginName+".sock"))
+	_ = os.RemoveAll(bpfDir)
+	_ = os.RemoveAll(inprocBPFDir)
+	removeHostRules(ctx, log)
+}
+
+// removeHostRules deletes the host's iptables and ip6tables rules and
+// chains that name the harness's daemon or bridge: the daemon's own chains
+// (MBR-mbrbn0-*) and the jumps to them, and rules naming the bridge that a
+// killed dockerd could not remove. The shared MEMBRANE-* chains stay, as
+// any other membrane daemon on the host uses them.
+func removeHostRules(ctx context.Context, log io.Writer) {
+	ownChain := "MBR-" + hostDevice + "-"
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		for _, table := range []string{"filter", "nat"} {
+			out, err := runCmd(ctx, tool+"-save", "-t", table)
+			if err != nil {
+				continue
+			}
+			var chains []string
+			for _, line := range strings.Split(out, "\n") {
+				f := strings.Fields(line)
+				switch {
+				case len(f) > 0 && strings.HasPrefix(f[0], ":"+ownChain):
+					chains = append(chains, strings.TrimPrefix(f[0], ":"))
+				case len(f) > 2 && f[0] == "-A" && !strings.HasPrefix(f[1], ownChain) &&
+					slices.ContainsFunc(f, func(s string) bool { return strings.HasPrefix(s, ownChain) || s == bridgeDevice }):
+					f[0] = "-D"
+					if _, err := runCmd(ctx, append([]string{tool, "-t", table}, f...)...); err != nil {
+						fmt.Fprintf(log, "bench: remove %s rule %q: %v\n", tool, line, err)
+					}
+				}
+			}
+			for _, c := range chains {
+				_, _ = runCmd(ctx, tool, "-t", table, "-F", c)
+				if _, err := runCmd(ctx, tool, "-t", table, "-X", c); err != nil {
+					fmt.Fprintf(log, "bench: remove %s chain %s: %v\n", tool, c, err)
+				}
+			}
+		}
+	}
+}
+
+// forwardPolicies reads the FORWARD chain policy of iptables and ip6tables.
+func forwardPolicies() map[string]string {
+	p := map[string]string{}
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		out, err := exec.Command(tool, "-S", "FORWARD").Output()
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(line); len(f) == 3 && f[0] == "-P" && f[1] == "FORWARD" {
+				p[tool] = f[2]
+			}
+		}
+	}
+	return p
+}
+
+// restoreForwardPolicies puts back the policies found before dockerd set
+// DROP, unless another dockerd runs and may rely on DROP.
+func restoreForwardPolicies(log io.Writer, p map[string]string) {
+	if pids := otherDockerds(); len(pids) > 0 {
+		fmt.Fprintf(log, "bench: leaving the FORWARD policies alone: another dockerd runs (pid %v)\n", pids)
+		return
+	}
+	now := forwardPolicies()
+	for tool, policy := range p {
+		if now[tool] == policy {
+			continue
+		}
+		if out, err := exec.Command(tool, "-P", "FORWARD", policy).CombinedOutput(); err != nil {
+			fmt.Fprintf(log, "bench: %s -P FORWARD %s: %v: %s\n", tool, policy, err, out)
+		}
+	}
+}
+
+// otherDockerds lists the pids of running dockerd processes.
+func otherDockerds() []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm")); err == nil && strings.TrimSpace(string(comm)) == "dockerd" {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// unmountUnder lazily unmounts anything dockerd left mounted below dir,
+// deepest first, so that removing dir cannot cross into a mount.
+func unmountUnder(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			points = append(points, f[4])
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(points)))
+	for _, p := range points {
+		_ = syscall.Unmount(p, syscall.MNT_DETACH)
+	}
+}

@@ -1,0 +1,75 @@
+package report
+
+import (
+	"encoding/xml"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/membrane-net/membrane/bench/record"
+	"github.com/membrane-net/membrane/bench/stats"
+)
+
+func sampleRun() *record.Run {
+	start := time.Date(2026, 11, 23, 6, 0, 0, 0, time.UTC)
+	return &record.Run{
+		Mode: "full", Seed: 42, Rounds: 7, MeasureSeconds: 3, RuleCounts: []int{0, 100}, EndpointCounts: []int{10},
+		Started: start, Finished: start.Add(30 * time.Minute), Command: "go run ./cmd/membrane-bench -mode full -seed 42 -docs",
+		Machine: record.Machine{CPUModel: "Test CPU", Cores: 2, LoadAverageStart: "1.50 1.00 0.50", LoadAverageEnd: "0.1 0.1 0.1"},
+		Figures: []record.Figure{
+			{ID: "ratio:a:b", Table: "Datapath: per-round ratios (median over rounds)", Row: "membrane ÷ raw veth", Column: "request/response", Unit: "ratio",
+				Of: "a", Over: "b", Summary: stats.Summary{N: 7, Median: 0.9634, Min: 0.9, Max: 1.01, Q1: 0.95, Q3: 0.97}},
+			{ID: "control/attach", Table: "Control plane", Row: "per-endpoint attach", Unit: "ms",
+				Summary: stats.Summary{N: 200, Median: 3.2, Min: 2, Max: 40, Q1: 3, Q3: 4, P90: 5, P99: 12.5}},
+		},
+		Targets: []record.Target{
+			{Name: "membrane ÷ raw veth, request/response", Figure: "ratio:a:b", Stat: "median", Op: ">=", Threshold: 0.95, Value: 0.9634, Status: record.Met, Note: "min–max 0.9–1.01"},
+			{Name: "per-endpoint attach p99 (ms)", Figure: "control/attach", Stat: "p99", Op: "<", Threshold: 10, Value: 12.5, Status: record.Missed},
+			{Name: "daemon RSS at 500 endpoints (MiB)", Op: "<", Threshold: 60, Status: record.NotMeasured},
+		},
+		Charts: []record.Chart{{File: "datapath-ratios.svg", Title: "ratios", Unit: "ratio", Reference: 1, Groups: []record.ChartGroup{
+			{Label: "request/response", Bars: []record.ChartBar{{Series: "membrane ÷ raw veth", Figure: "ratio:a:b"}, {Series: "absent", Figure: "nope"}}},
+		}}},
+	}
+}
+
+func TestWriteProducesTheDocumentAndItsCharts(t *testing.T) {
+	dir := t.TempDir()
+	doc := filepath.Join(dir, "benchmarks.md")
+	charts := filepath.Join(dir, "bench")
+	if err := Write(sampleRun(), doc, charts, "bench"); err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"go run ./cmd/membrane-bench -mode full -seed 42 -docs",                 // how to reproduce
+		"| CPU | Test CPU, 2 cores |",                                           // machine
+		"The machine was not idle",                                              // load average 1.5 on 2 cores
+		"| membrane ÷ raw veth, request/response | 0.963 | >= 0.95 | **met** |", // target row
+		"| per-endpoint attach p99 (ms) | p99 12.5 | < 10 | **missed** |",
+		"| daemon RSS at 500 endpoints (MiB) | — | < 60 | not measured |",
+		"| membrane ÷ raw veth | 0.963 [0.900–1.010] |",                                   // grid cell: median [min–max]
+		"| per-endpoint attach | 3.20 | 3.00–4.00 | 2.00–40.0 | 5.00 | 12.5 | 200 | ms |", // list row
+		"![datapath-ratios.svg](bench/datapath-ratios.svg)",
+		"client on CPU 0, server on CPU 0", // method text carries the run's parameters
+	} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("document lacks %q", want)
+		}
+	}
+	svg, err := os.ReadFile(filepath.Join(charts, "datapath-ratios.svg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(svg, new(struct{})); err != nil {
+		t.Errorf("chart is not XML: %v", err)
+	}
+	if !strings.Contains(string(svg), ">n/a<") {
+		t.Error("a bar whose figure is missing is not drawn as n/a")
+	}
+}

@@ -1,0 +1,355 @@
+package bench
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/membrane-net/membrane/bench/record"
+	"github.com/membrane-net/membrane/bench/stats"
+)
+
+// Labels the report shows.
+var (
+	setupLabels = map[string]string{
+		setupRaw: "raw veth", setupBridge: "Docker bridge", setupMembrane: "membrane", setupPolicy: "membrane + policy",
+	}
+	metricLabels = map[string]string{
+		metricTCP1: "TCP, 1 stream", metricTCP2: "TCP, 2 streams", metricRR: "request/response",
+		metricRRP50: "rr latency p50", metricRRP99: "rr latency p99", metricCRR: "connect/request/response",
+		metricUDP: "UDP, 64-byte datagrams",
+	}
+	metricUnits = map[string]string{
+		metricTCP1: "Gbit/s", metricTCP2: "Gbit/s", metricRR: "transactions/s", metricRRP50: "µs",
+		metricRRP99: "µs", metricCRR: "connections/s", metricUDP: "datagrams/s",
+	}
+	implLabels = map[string]string{
+		implMembrane:                "membrane",
+		implMembraneDatapath:        "membrane datapath (in-process SyncPolicy)",
+		implIptables(backendLegacy): "iptables-legacy",
+		implIptables(backendNft):    "iptables-nft",
+	}
+	installLabels = map[string]string{
+		implMembrane:                "membrane: policy import (CLI until applied)",
+		implMembraneDatapath:        "membrane datapath: SyncPolicy (in-process)",
+		implIptables(backendLegacy): "iptables-legacy-restore / iptables-legacy -A",
+		implIptables(backendNft):    "iptables-nft-restore / iptables-nft -A",
+	}
+)
+
+// ratioPair is a ratio of two datapath setups.
+type ratioPair struct{ num, den string }
+
+var datapathRatios = []ratioPair{
+	{setupMembrane, setupRaw}, {setupMembrane, setupBridge},
+	{setupPolicy, setupRaw}, {setupPolicy, setupBridge}, {setupPolicy, setupMembrane},
+}
+
+var ratioMetrics = []string{metricTCP1, metricTCP2, metricRR, metricCRR, metricUDP}
+
+func ratioLabel(p ratioPair) string { return setupLabels[p.num] + " ÷ " + setupLabels[p.den] }
+
+func ratioID(num, den string) string { return "ratio:" + num + ":" + den }
+
+// Table names of the report.
+const (
+	tableDatapath    = "Datapath: absolute figures (median over rounds)"
+	tableRatios      = "Datapath: per-round ratios (median over rounds)"
+	tableScaleRR     = "Policy scale: request/response (transactions/s)"
+	tableScaleCRR    = "Policy scale: connect/request/response (connections/s)"
+	tableScaleRatio  = "Policy scale: N rules ÷ 0 rules, per round"
+	tableInstall     = "Time to install N rules into an empty policy (ms)"
+	tableAddOne      = "Time to add one rule to N rules (ms)"
+	tableControl     = "Control plane"
+	tableControlRate = "Control plane: membrane ÷ Docker bridge"
+)
+
+// Summarize fills the run's figures, targets and charts from its series
+// (replacing any it had).
+func Summarize(run *record.Run) {
+	run.Figures, run.Targets, run.Charts = nil, nil, nil
+	b := summaryBuilder{run: run, series: map[string]*record.Series{}}
+	for _, s := range run.Series {
+		b.series[s.ID] = s
+	}
+	b.datapath()
+	b.policyScale()
+	b.install()
+	b.control()
+	run.Targets = b.targets()
+	run.Charts = b.charts()
+}
+
+type summaryBuilder struct {
+	run    *record.Run
+	series map[string]*record.Series
+}
+
+// value adds a figure summarising a series, if the series exists.
+func (b *summaryBuilder) value(table, row, column, seriesID string) {
+	s, ok := b.series[seriesID]
+	if !ok {
+		return
+	}
+	sum, err := stats.Summarize(s.Values())
+	if err != nil {
+		return
+	}
+	b.run.Figures = append(b.run.Figures, record.Figure{
+		ID: seriesID, Table: table, Row: row, Column: column, Unit: s.Unit, Of: seriesID, Summary: sum,
+	})
+}
+
+// ratio adds a figure of per-round ratios num/den, if both series exist.
+func (b *summaryBuilder) ratio(table, row, column, num, den string) {
+	n, okN := b.series[num]
+	d, okD := b.series[den]
+	if !okN || !okD {
+		return
+	}
+	rs, err := stats.Ratios(n.Paired(), d.Paired())
+	if err != nil {
+		return
+	}
+	sum, err := stats.Summarize(rs)
+	if err != nil {
+		return
+	}
+	b.run.Figures = append(b.run.Figures, record.Figure{
+		ID: ratioID(num, den), Table: table, Row: row, Column: column, Unit: "ratio", Of: num, Over: den, Summary: sum,
+	})
+}
+
+func (b *summaryBuilder) datapath() {
+	for _, s := range datapathSetups {
+		for _, m := range []string{metricTCP1, metricTCP2, metricRR, metricRRP50, metricRRP99, metricCRR, metricUDP} {
+			b.value(tableDatapath, setupLabels[s], metricLabels[m]+" ("+metricUnits[m]+")", datapathID(s, m))
+		}
+	}
+	for _, p := range datapathRatios {
+		for _, m := range ratioMetrics {
+			b.ratio(tableRatios, ratioLabel(p), metricLabels[m], datapathID(p.num, m), datapathID(p.den, m))
+		}
+	}
+}
+
+// scaleSeries is the series of impl at n rules; iptables' 0 is the routed
+// baseline.
+func scaleSeries(impl string, n int, metric string) string {
+	if n == 0 && impl != implMembrane {
+		return scaleID(implRouted, 0, metric)
+	}
+	return scaleID(impl, n, metric)
+}
+
+var scaleImpls = []string{implMembrane, implIptables(backendLegacy), implIptables(backendNft)}
+
+func (b *summaryBuilder) policyScale() {
+	for _, m := range []string{metricRR, metricCRR} {
+		table := map[string]string{metricRR: tableScaleRR, metricCRR: tableScaleCRR}[m]
+		for _, impl := range scaleImpls {
+			for _, n := range b.run.RuleCounts {
+				b.value(table, implLabels[impl], rulesLabel(n), scaleSeries(impl, n, m))
+			}
+		}
+	}
+	for _, impl := range scaleImpls {
+		for _, m := range []string{metricRR, metricCRR} {
+			for _, n := range b.run.RuleCounts {
+				if n == 0 {
+					continue
+				}
+				b.ratio(tableScaleRatio, implLabels[impl]+", "+metricLabels[m], rulesLabel(n), scaleSeries(impl, n, m), scaleSeries(impl, 0, m))
+			}
+		}
+	}
+}
+
+func rulesLabel(n int) string {
+	if n >= 1000 && n%1000 == 0 {
+		return strconv.Itoa(n/1000) + "k"
+	}
+	return strconv.Itoa(n)
+}
+
+// rulesPhrase is "1 rule", "100 rules", "10k rules".
+func rulesPhrase(n int) string {
+	if n == 1 {
+		return "1 rule"
+	}
+	return rulesLabel(n) + " rules"
+}
+
+var installImpls = []string{implMembrane, implMembraneDatapath, implIptables(backendLegacy), implIptables(backendNft)}
+
+func (b *summaryBuilder) install() {
+	for _, impl := range installImpls {
+		for _, n := range b.run.RuleCounts {
+			if n == 0 {
+				continue
+			}
+			b.value(tableInstall, installLabels[impl], rulesLabel(n), installID(impl, n))
+			b.value(tableAddOne, installLabels[impl], rulesLabel(n), addOneID(impl, n))
+		}
+	}
+}
+
+func (b *summaryBuilder) control() {
+	for _, d := range []string{driverBridge, driverMembrane} {
+		label := map[string]string{driverBridge: "Docker bridge", driverMembrane: "membrane"}[d]
+		b.value(tableControl, "docker run → first connect, "+label, "", controlID(ctlRunConnect+"/"+d))
+		b.value(tableControl, "docker run -d returns, "+label, "", controlID(ctlRunReturn+"/"+d))
+	}
+	for _, m := range runCallMethods {
+		b.value(tableControl, "membrane docker run: daemon's "+m+" call", "", controlID(ctlRunCall+"/"+m))
+	}
+	b.ratio(tableControlRate, "docker run → first connect, membrane ÷ bridge (sample by sample)", "",
+		controlID(ctlRunConnect+"/"+driverMembrane), controlID(ctlRunConnect+"/"+driverBridge))
+	b.value(tableControl, "policy import → newly allowed flow passes", "", controlID(ctlImportAllow))
+	b.value(tableControl, "policy import → newly denied flow dropped", "", controlID(ctlImportDeny))
+	b.value(tableControl, "per-endpoint attach of a new endpoint, in-process datapath.Attach", "", controlID(ctlAttach))
+	b.value(tableControl, "per-endpoint attach of an attached endpoint (restart path), in-process", "", controlID(ctlAttachAgain))
+	b.value(tableControl, "daemon CreateEndpoint call (veth, routes, state, attach), while creating containers", "", controlID(ctlCreateEP))
+	b.value(tableControl, fmt.Sprintf("daemon RSS after the rounds (policies of up to %s rules imported), before a restart", rulesLabel(maxInt(b.run.RuleCounts))), "", controlID(ctlRSSAfterRounds))
+	for _, n := range b.run.EndpointCounts {
+		ns := strconv.Itoa(n)
+		b.value(tableControl, fmt.Sprintf("daemon RSS at %d endpoints (restarted daemon)", n), "", controlID(ctlRSS+"/"+ns))
+		b.value(tableControl, fmt.Sprintf("BPF map memory at %d endpoints", n), "", controlID(ctlBPFMaps+"/"+ns))
+		b.value(tableControl, fmt.Sprintf("BPF program memory at %d endpoints", n), "", controlID(ctlBPFProgs+"/"+ns))
+	}
+}
+
+func maxInt(ns []int) int {
+	m := 0
+	for _, n := range ns {
+		m = max(m, n)
+	}
+	return m
+}
+
+// targetSpec is one goal of the benchmark.
+type targetSpec struct {
+	name      string
+	figure    string
+	stat      string // "median" or "p99"
+	op        string // ">=", "<", "<=", "" (shown, no threshold)
+	threshold float64
+}
+
+func (b *summaryBuilder) targets() []record.Target {
+	var specs []targetSpec
+	for _, s := range []string{setupMembrane, setupPolicy} {
+		for _, t := range []struct {
+			metric string
+			min    float64
+		}{{metricTCP1, 0.95}, {metricTCP2, 0.95}, {metricRR, 0.95}, {metricCRR, 0.92}} {
+			specs = append(specs, targetSpec{
+				name: fmt.Sprintf("%s ÷ raw veth, %s", setupLabels[s], metricLabels[t.metric]), stat: "median",
+				figure: ratioID(datapathID(s, t.metric), datapathID(setupRaw, t.metric)), op: ">=", threshold: t.min,
+			})
+		}
+		for _, t := range []struct {
+			metric string
+			min    float64
+		}{{metricRR, 1.00}, {metricTCP1, 1.05}, {metricTCP2, 1.05}, {metricCRR, 1.05}} {
+			specs = append(specs, targetSpec{
+				name: fmt.Sprintf("%s ÷ Docker bridge, %s", setupLabels[s], metricLabels[t.metric]), stat: "median",
+				figure: ratioID(datapathID(s, t.metric), datapathID(setupBridge, t.metric)), op: ">=", threshold: t.min,
+			})
+		}
+	}
+	specs = append(specs,
+		targetSpec{name: "membrane request/response at 100k rules ÷ at 0 rules", stat: "median",
+			figure: ratioID(scaleID(implMembrane, 100000, metricRR), scaleID(implMembrane, 0, metricRR)), op: ">=", threshold: 0.95},
+		targetSpec{name: "iptables-legacy request/response at 10k rules ÷ at 0 rules (comparison)", stat: "median",
+			figure: ratioID(scaleID(implIptables(backendLegacy), 10000, metricRR), scaleID(implRouted, 0, metricRR))},
+		targetSpec{name: "iptables-nft request/response at 10k rules ÷ at 0 rules (comparison)", stat: "median",
+			figure: ratioID(scaleID(implIptables(backendNft), 10000, metricRR), scaleID(implRouted, 0, metricRR))},
+		targetSpec{name: "install 10k rules, membrane policy import (ms)", stat: "median",
+			figure: installID(implMembrane, 10000), op: "<", threshold: 100},
+		targetSpec{name: "install 10k rules, membrane datapath SyncPolicy (ms)", stat: "median",
+			figure: installID(implMembraneDatapath, 10000), op: "<", threshold: 100},
+		targetSpec{name: "add one rule to 100k, membrane policy import (ms)", stat: "median",
+			figure: addOneID(implMembrane, 100000), op: "<", threshold: 5},
+		targetSpec{name: "add one rule to 100k, membrane datapath ApplyPolicy (ms)", stat: "median",
+			figure: addOneID(implMembraneDatapath, 100000), op: "<", threshold: 5},
+		targetSpec{name: "docker run → first connect, membrane ÷ Docker bridge", stat: "median",
+			figure: ratioID(controlID(ctlRunConnect+"/"+driverMembrane), controlID(ctlRunConnect+"/"+driverBridge)), op: "<=", threshold: 1.00},
+		targetSpec{name: "per-endpoint attach p99 (ms)", stat: "p99", figure: controlID(ctlAttach), op: "<", threshold: 10},
+		targetSpec{name: "daemon RSS at 500 endpoints (MiB)", stat: "median", figure: controlID(ctlRSS + "/500"), op: "<", threshold: 60},
+	)
+	var out []record.Target
+	for _, s := range specs {
+		out = append(out, b.evaluate(s))
+	}
+	return append(out, b.noiseTarget())
+}
+
+func (b *summaryBuilder) evaluate(s targetSpec) record.Target {
+	t := record.Target{Name: s.name, Figure: s.figure, Stat: s.stat, Op: s.op, Threshold: s.threshold, Status: record.NotMeasured}
+	f, ok := b.run.Figure(s.figure)
+	if !ok {
+		return t
+	}
+	t.Value = f.Summary.Median
+	if s.stat == "p99" {
+		t.Value = f.Summary.P99
+	}
+	t.Note = fmt.Sprintf("min–max %s–%s, IQR %s–%s, n=%d", num(f.Summary.Min), num(f.Summary.Max), num(f.Summary.Q1), num(f.Summary.Q3), f.Summary.N)
+	met := false
+	switch s.op {
+	case "":
+		t.Status = record.Shown
+		return t
+	case ">=":
+		met = t.Value >= s.threshold
+	case "<=":
+		met = t.Value <= s.threshold
+	case "<":
+		met = t.Value < s.threshold
+	}
+	t.Status = record.Missed
+	if met {
+		t.Status = record.Met
+	}
+	if f.Summary.N > 1 && s.stat == "median" && s.threshold >= f.Summary.Q1 && s.threshold <= f.Summary.Q3 {
+		// Half the rounds on either side: the verdict is the median's,
+		// but this run does not resolve it.
+		t.Note = "threshold inside the IQR, not resolved by this run; " + t.Note
+	}
+	return t
+}
+
+// minRoundsForSpread is how many rounds make a spread worth reading.
+const minRoundsForSpread = 5
+
+// noiseTarget reports how the run dealt with a noisy machine: interleaved
+// rounds, pinned CPUs, and the spread of the request/response ratio.
+func (b *summaryBuilder) noiseTarget() record.Target {
+	id := ratioID(datapathID(setupMembrane, metricRR), datapathID(setupRaw, metricRR))
+	t := record.Target{
+		Name:   "noisy machine: interleaved rounds, client and server pinned to their own CPUs, spread shown (membrane ÷ raw veth request/response)",
+		Figure: id, Stat: "rounds", Op: ">=", Threshold: minRoundsForSpread, Status: record.NotMeasured,
+	}
+	f, ok := b.run.Figure(id)
+	if !ok {
+		return t
+	}
+	t.Value = float64(b.run.Rounds)
+	t.Note = fmt.Sprintf("ratio %s, min–max %s–%s (±%.1f%%), IQR %s–%s", num(f.Summary.Median), num(f.Summary.Min), num(f.Summary.Max),
+		f.Summary.SpreadPercent(), num(f.Summary.Q1), num(f.Summary.Q3))
+	t.Status = record.Missed
+	if b.run.Rounds >= minRoundsForSpread {
+		t.Status = record.Met
+	}
+	return t
+}
+
+// num formats a figure with three significant digits.
+func num(v float64) string {
+	s := strconv.FormatFloat(v, 'g', 3, 64)
+	if strings.Contains(s, "e+") {
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return s
+}
