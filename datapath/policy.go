@@ -169,6 +169,13 @@ func (d *Datapath) syncPolicy(s *PolicyState) (PolicySync, error) {
 			return PolicySync{}, fmt.Errorf("%w: enforcement of subject 0", ErrInvalidPolicy)
 		}
 	}
+	return d.changePolicy(func(cache *policyCache) (*policyChange, error) { return cache.diff(s) })
+}
+
+// changePolicy holds the policy maps (and the cache of what they hold)
+// while change computes what to write against the cache, then writes it.
+// SyncPolicy and ApplyPolicy differ only in how they compute the change.
+func (d *Datapath) changePolicy(change func(*policyCache) (*policyChange, error)) (PolicySync, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.closed {
@@ -180,7 +187,7 @@ func (d *Datapath) syncPolicy(s *PolicyState) (PolicySync, error) {
 	if err != nil {
 		return PolicySync{}, err
 	}
-	ch, err := cache.diff(s)
+	ch, err := change(cache)
 	if err != nil {
 		return PolicySync{}, err
 	}

@@ -46,18 +46,7 @@ func (d *Datapath) applyPolicy(delta *PolicyDelta) (PolicySync, error) {
 	if err := delta.validate(); err != nil {
 		return PolicySync{}, err
 	}
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	if d.closed {
-		return PolicySync{}, ErrClosed
-	}
-	d.policyMu.Lock()
-	defer d.policyMu.Unlock()
-	cache, err := d.loadPolicyCache()
-	if err != nil {
-		return PolicySync{}, err
-	}
-	return d.applyChange(cache, cache.changeOf(delta))
+	return d.changePolicy(func(cache *policyCache) (*policyChange, error) { return cache.changeOf(delta), nil })
 }
 
 func (delta *PolicyDelta) validate() error {

@@ -251,16 +251,5 @@ func formatValue(v float64, unit string) string {
 	if unit == "ratio" {
 		return strconv.FormatFloat(v, 'f', 3, 64)
 	}
-	switch a := math.Abs(v); {
-	case a >= 100:
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	case a >= 10:
-		return strconv.FormatFloat(v, 'f', 1, 64)
-	case a >= 1:
-		return strconv.FormatFloat(v, 'f', 2, 64)
-	case a == 0:
-		return "0"
-	default:
-		return strconv.FormatFloat(v, 'g', 3, 64)
-	}
+	return svg.Format(v)
 }

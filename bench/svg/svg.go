@@ -81,7 +81,7 @@ func (c Chart) Render() []byte {
 	if c.Reference != 0 && ax.contains(c.Reference) {
 		x := ax.x(c.Reference)
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#333" stroke-dasharray="4 3"/>`+"\n", x, plotTop, x, plotBottom)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle" fill="#333">%s</text>`+"\n", x, plotTop-2, esc(format(c.Reference)))
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle" fill="#333">%s</text>`+"\n", x, plotTop-2, esc(Format(c.Reference)))
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">%s</text>`+"\n", (labelWidth+width-rightMargin)/2, height-6, esc(c.Unit))
 	b.WriteString("</svg>\n")
@@ -115,7 +115,7 @@ func (c Chart) drawBar(b *bytes.Buffer, ax axis, bar Bar, colour string, y int) 
 		}
 		end = math.Max(end, hi)
 	}
-	fmt.Fprintf(b, `<text x="%.1f" y="%d">%s</text>`+"\n", end+4, mid+4, esc(format(bar.Value)))
+	fmt.Fprintf(b, `<text x="%.1f" y="%d">%s</text>`+"\n", end+4, mid+4, esc(Format(bar.Value)))
 }
 
 // axis maps values to x positions.
@@ -197,12 +197,10 @@ func niceStep(raw float64) float64 {
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
-// format prints a value with three significant digits, without an
-// exponent for the magnitudes the charts show.
-func format(v float64) string {
+// Format prints a value with three significant digits, never in exponent
+// form for the magnitudes benchmarks show (the report's tables use it too).
+func Format(v float64) string {
 	switch a := math.Abs(v); {
-	case a >= 1000:
-		return strconv.FormatFloat(v, 'f', 0, 64)
 	case a >= 100:
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	case a >= 10:
