@@ -65,6 +65,9 @@ type Datapath struct {
 	replaced      []string
 	// shared are the policy programs every endpoint's programs tail-call.
 	shared *sharedPrograms
+	// placeholder runs on prepared interfaces (prepare.go).
+	placeholder *ebpf.Program
+	prepared    preparedSet
 
 	// mu guards closed: methods hold it for reading, Close for writing.
 	mu     sync.RWMutex
@@ -230,6 +233,9 @@ func newDatapathWith(pinDir string, edit func(*ebpf.CollectionSpec)) (_ *Datapat
 	if err := d.loadShared(); err != nil {
 		return nil, err
 	}
+	if d.placeholder, err = loadPlaceholder(); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -387,8 +393,9 @@ func (d *Datapath) ReplacedMaps() []string {
 	return append([]string(nil), d.replaced...)
 }
 
-// Close closes the Datapath's file descriptors. It never detaches programs
-// nor removes pins: the datapath keeps forwarding without the daemon.
+// Close closes the Datapath's file descriptors. It never detaches an
+// endpoint's programs nor removes pins: the datapath keeps forwarding
+// without the daemon. Prepared interfaces lose their placeholder.
 func (d *Datapath) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -396,7 +403,7 @@ func (d *Datapath) Close() error {
 		return nil
 	}
 	d.closed = true
-	return d.closeMaps()
+	return errors.Join(d.closePrepared(), d.closeMaps())
 }
 
 func (d *Datapath) closeMaps() error {
@@ -404,6 +411,9 @@ func (d *Datapath) closeMaps() error {
 	if d.shared != nil {
 		// policy_progs holds them while it exists (pinned: beyond Close).
 		errs = append(errs, d.shared.Close())
+	}
+	if d.placeholder != nil {
+		errs = append(errs, d.placeholder.Close())
 	}
 	for _, m := range d.maps() {
 		if *m.dst != nil {

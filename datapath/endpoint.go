@@ -221,8 +221,12 @@ func (d *Datapath) attach(ep *Endpoint) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create pin directory: %w", err)
 	}
+	// A prepared interface's placeholder links become the endpoint's: the
+	// ones pinned below outlive this close, the others detach.
+	prepared := d.takePrepared(ep.HostIfIndex)
+	defer prepared.close()
 	for _, h := range hooks {
-		if err := attachHook(filepath.Join(dir, h.pin), ep.HostIfIndex, h.attach, h.prog(progs)); err != nil {
+		if err := attachHook(filepath.Join(dir, h.pin), ep.HostIfIndex, h.attach, h.prog(progs), prepared[h.attach]); err != nil {
 			return fmt.Errorf("%s: %w", h.pin, err)
 		}
 	}
@@ -316,8 +320,10 @@ func (d *Datapath) setIdentity(ep *Endpoint) error {
 	return nil
 }
 
-// attachHook makes the link pinned at path run prog on ifindex.
-func attachHook(path string, ifindex int, attach ebpf.AttachType, prog *ebpf.Program) error {
+// attachHook makes the link pinned at path run prog on ifindex. If no live
+// link is pinned there, it pins placeholder (a prepared interface's link,
+// nil if none) running prog, or else attaches a new link.
+func attachHook(path string, ifindex int, attach ebpf.AttachType, prog *ebpf.Program, placeholder link.Link) error {
 	l, err := link.LoadPinnedLink(path, nil)
 	switch {
 	case err == nil:
@@ -337,6 +343,15 @@ func attachHook(path string, ifindex int, attach ebpf.AttachType, prog *ebpf.Pro
 		return err
 	}
 
+	if placeholder != nil {
+		if err := placeholder.Update(prog); err != nil {
+			return fmt.Errorf("replace placeholder: %w", err)
+		}
+		if err := placeholder.Pin(path); err != nil {
+			return fmt.Errorf("pin link: %w", err)
+		}
+		return nil
+	}
 	l, err = link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: attach})
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -23,6 +24,8 @@ type Datapath interface {
 	Attach(ep datapath.Endpoint) error
 	Detach(ep datapath.Endpoint) error
 	AttachedEndpoints() ([]string, error)
+	Prepare(ifindex int) error
+	Unprepare(ifindex int) error
 }
 
 var _ Datapath = (*datapath.Datapath)(nil)
@@ -42,6 +45,12 @@ type Config struct {
 	// EndpointRemoved, when set, is called after an endpoint left state
 	// (its identity may be unused now). It must not block.
 	EndpointRemoved func()
+	// SpareVeths is how many veth pairs FillSpares and KeepSpares keep
+	// ready for new endpoints (spares.go); 0 for none.
+	SpareVeths int
+	// Log receives what goes wrong off the request path (a spare that
+	// could not be adopted); nil discards it.
+	Log *slog.Logger
 }
 
 // Firewall is what the driver needs from the host firewall: make its rules
@@ -59,6 +68,8 @@ type Driver struct {
 	k     kernel
 	cfg   Config
 	locks keyedLocks
+	// spares are veth pairs ready for new endpoints.
+	spares *spares
 	// fw serialises reading state for the firewall with programming it
 	// (and port allocation with recording it), so that an older view
 	// never overwrites a newer one.
@@ -74,7 +85,13 @@ func New(store *state.Store, dp Datapath, nl *netlink.Handle, cfg Config) (*Driv
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Driver{store: store, dp: dp, k: kernel{nl: nl}, cfg: cfg}, nil
+	if cfg.SpareVeths < 0 {
+		return nil, fmt.Errorf("%w: driver config: %d spare veth pairs", ErrInvalidOption, cfg.SpareVeths)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Driver{store: store, dp: dp, k: kernel{nl: nl}, cfg: cfg, spares: newSpares()}, nil
 }
 
 // IPAMData is one subnet Docker's IPAM assigned to a network.
@@ -351,7 +368,7 @@ func (d *Driver) realizeEndpoint(nw *state.Network, ep *state.Endpoint) error {
 	if err != nil {
 		return fmt.Errorf("endpoint %s: stored MAC %q: %w", ep.ID, ep.MAC, err)
 	}
-	link, err := d.k.ensureVeth(ep.HostIfName, ep.PeerIfName, mac, nw.MTU)
+	link, err := d.endpointVeth(ep, mac, nw.MTU)
 	if err != nil {
 		return err
 	}
@@ -371,6 +388,22 @@ func (d *Driver) realizeEndpoint(nw *state.Network, ep *state.Endpoint) error {
 		}
 	}
 	return d.dp.Attach(dpe)
+}
+
+// endpointVeth returns the host side of ep's veth pair, up: the existing
+// one, else a spare renamed for ep, else a new one.
+func (d *Driver) endpointVeth(ep *state.Endpoint, mac net.HardwareAddr, mtu int) (netlink.Link, error) {
+	if _, err := d.k.nl.LinkByName(ep.HostIfName); !isNotFound(err) {
+		return d.k.ensureVeth(ep.HostIfName, ep.PeerIfName, mac, mtu)
+	}
+	link, err := d.adoptSpare(ep.HostIfName, ep.PeerIfName, mac, mtu)
+	if err != nil {
+		d.cfg.Log.Warn("spare veth pair not used", "endpoint", ep.ID, "error", err.Error())
+	}
+	if link != nil {
+		return link, nil
+	}
+	return d.k.ensureVeth(ep.HostIfName, ep.PeerIfName, mac, mtu)
 }
 
 func gatewayOf(sub *state.Subnet) netip.Addr {
@@ -395,12 +428,15 @@ func DatapathEndpoint(ep *state.Endpoint) datapath.Endpoint {
 	return dpe
 }
 
-// removeEndpoint takes an endpoint out of the kernel and out of state.
+// removeEndpoint takes an endpoint out of the kernel and out of state. The
+// veth goes first: detaching the programs of a gone interface costs the
+// kernel no grace period, while detaching them from a live one holds the
+// RTNL lock through one per hook.
 func (d *Driver) removeEndpoint(ep *state.Endpoint) error {
-	if err := d.dp.Detach(DatapathEndpoint(ep)); err != nil {
+	if err := d.k.deleteLink(ep.HostIfName); err != nil {
 		return err
 	}
-	if err := d.k.deleteLink(ep.HostIfName); err != nil {
+	if err := d.dp.Detach(DatapathEndpoint(ep)); err != nil {
 		return err
 	}
 	removed := false

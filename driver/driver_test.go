@@ -22,6 +22,12 @@ import (
 // store and a real datapath pinned under a throwaway directory.
 func newTestDriver(t *testing.T) *Driver {
 	t.Helper()
+	return newTestDriverWith(t, Config{HostDevice: "mbtest0"})
+}
+
+// newTestDriverWith is newTestDriver with cfg.
+func newTestDriverWith(t *testing.T, cfg Config) *Driver {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("privileged test: needs root to create network namespaces, veths and BPF programs")
 	}
@@ -62,7 +68,7 @@ func newTestDriver(t *testing.T) *Driver {
 		dp.Close()
 		os.RemoveAll(pinDir)
 	})
-	drv, err := New(store, dp, nl, Config{HostDevice: "mbtest0"})
+	drv, err := New(store, dp, nl, cfg)
 	if err != nil {
 		t.Fatalf("new driver: %v", err)
 	}

@@ -44,6 +44,9 @@ func (d *Driver) Reconcile() error {
 	if err := d.SyncFirewall(); err != nil {
 		errs = append(errs, fmt.Errorf("reconcile: %w", err))
 	}
+	if err := d.removeLeftoverSpares(); err != nil {
+		errs = append(errs, fmt.Errorf("reconcile: spare veth pairs: %w", err))
+	}
 	attached, err := d.dp.AttachedEndpoints()
 	if err != nil {
 		errs = append(errs, fmt.Errorf("reconcile: %w", err))

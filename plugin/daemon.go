@@ -42,6 +42,7 @@ type Config struct {
 	IdentityLabels   []string // label filter patterns (labels.NewFilter)
 	MetricsAddress   string   // Prometheus /metrics listener; empty for none
 	ManageForwarding bool     // turn on forwarding and accept membrane traffic in FORWARD (NAT and internal isolation are always programmed)
+	SpareVeths       int      // veth pairs kept ready for new endpoints (driver.Config.SpareVeths)
 }
 
 // Log attribute keys of the daemon.
@@ -137,7 +138,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		default: // a collection is already due
 		}
 	}
-	drv, err := driver.New(store, dp, nl, driver.Config{HostDevice: cfg.HostDevice, Firewall: fw, Ports: ports, EndpointRemoved: endpointRemoved})
+	drv, err := driver.New(store, dp, nl, driver.Config{
+		HostDevice: cfg.HostDevice, Firewall: fw, Ports: ports, EndpointRemoved: endpointRemoved,
+		SpareVeths: cfg.SpareVeths, Log: log,
+	})
 	if err != nil {
 		return fmt.Errorf("start driver: %w", err)
 	}
@@ -214,6 +218,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	go watcher.Run(ctx)
 	resync := &dockerResync{cfg: cfg, drv: drv, fw: fw, ipam: alloc, store: store, docker: docker, log: log}
 	go resync.loop(ctx)
+	sparesCtx, stopSpares := context.WithCancel(ctx)
+	sparesDone := make(chan struct{})
+	go func() {
+		defer close(sparesDone)
+		drv.KeepSpares(sparesCtx, func(err error) {
+			log.Warn("new endpoints will be slower to attach", logKeyError, err.Error())
+		})
+	}()
 
 	select {
 	case <-ctx.Done():
@@ -225,6 +237,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	for _, s := range servers {
 		_ = s.Shutdown(shutdownCtx) // best effort: the process is ending
 	}
+	stopSpares()
+	<-sparesDone // it removes the spares while the datapath is open
 	os.Remove(cfg.PluginSocket())
 	os.Remove(cfg.APISocket)
 	return err

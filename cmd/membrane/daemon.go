@@ -40,9 +40,13 @@ func runDaemon(ctx context.Context, args []string) error {
 		"label key patterns that make a container's identity, in order, comma-separated: GLOB keeps, !GLOB drops (default: all labels but per-instance ones such as com.docker.compose.config-hash)")
 	fs.StringVar(&cfg.MetricsAddress, "metrics-address", "", "serve Prometheus metrics on http://ADDRESS/metrics (e.g. 127.0.0.1:9962); empty for none")
 	fs.BoolVar(&cfg.ManageForwarding, "manage-forwarding", true, "turn on IP forwarding and accept membrane traffic in iptables' FORWARD chain (Docker sets it to DROP)")
+	fs.IntVar(&cfg.SpareVeths, "spare-veths", 4, "veth pairs kept ready, programs attached, so that new containers attach in a few milliseconds; 0 for none")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	if err := parseWithEnv(fs, args); err != nil {
 		return err
+	}
+	if cfg.SpareVeths < 0 {
+		return fmt.Errorf("--spare-veths %d: want 0 (none) or more", cfg.SpareVeths)
 	}
 	var err error
 	if cfg.IPv4Range, err = netip.ParsePrefix(ipv4Range); err != nil || !cfg.IPv4Range.Addr().Is4() {
