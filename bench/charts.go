@@ -1,30 +1,62 @@
 package bench
 
 import (
+	"slices"
 	"strconv"
 
 	"github.com/membrane-net/membrane/bench/record"
 )
 
+// Bars of the datapath charts, in an order that keeps each bar's colour
+// the same in every group: the setup only IPv4 has comes last.
+var (
+	chartSetups = []string{setupRaw, setupBridge, setupMembrane, setupPolicy, setupRawNat}
+	chartRatios = []ratioPair{
+		{setupMembrane, setupRaw}, {setupMembrane, setupBridge}, {setupPolicy, setupRaw}, {setupPolicy, setupBridge},
+		{setupMembrane, setupRawNat},
+	}
+)
+
 // charts lists the report's charts: which figures each draws, grouped.
 func (b *summaryBuilder) charts() []record.Chart {
 	var charts []record.Chart
-	ratios := record.Chart{File: "datapath-ratios.svg", Title: "Datapath: per-round ratios (median, min–max)", Unit: "ratio", Reference: 1}
-	for _, m := range ratioMetrics {
-		g := record.ChartGroup{Label: metricLabels[m]}
-		for _, p := range datapathRatios[:4] {
-			g.Bars = append(g.Bars, record.ChartBar{Series: ratioLabel(p), Figure: ratioID(datapathID(p.num, m), datapathID(p.den, m))})
+	for _, family := range families {
+		file := "datapath-ratios.svg"
+		if family != familyIPv4 {
+			file = "datapath-ratios-" + family + ".svg"
 		}
-		ratios.Groups = append(ratios.Groups, g)
+		ratios := record.Chart{File: file, Title: "Datapath, " + familyLabels[family] + ": per-round ratios (median, min–max)", Unit: "ratio", Reference: 1}
+		for _, m := range ratioMetrics {
+			if !slices.Contains(familyMetrics(family, true), m) {
+				continue
+			}
+			g := record.ChartGroup{Label: metricLabels[m]}
+			for _, p := range chartRatios {
+				if !slices.Contains(familySetups(family), p.num) || !slices.Contains(familySetups(family), p.den) {
+					continue
+				}
+				label := ratioLabel(p)
+				if p.den == setupRawNat {
+					// The table's label does not fit the chart's margin.
+					label = setupLabels[p.num] + " ÷ raw veth + Docker's rules"
+				}
+				g.Bars = append(g.Bars, record.ChartBar{Series: label, Figure: ratioID(datapathFamilyID(family, p.num, m), datapathFamilyID(family, p.den, m))})
+			}
+			ratios.Groups = append(ratios.Groups, g)
+		}
+		charts = append(charts, ratios)
 	}
-	charts = append(charts, ratios)
 	for _, m := range []string{metricRR, metricCRR, metricTCP1} {
 		c := record.Chart{File: "datapath-" + m + ".svg", Title: "Datapath: " + metricLabels[m] + " (median, min–max)", Unit: metricUnits[m]}
-		g := record.ChartGroup{Label: metricLabels[m]}
-		for _, s := range datapathSetups {
-			g.Bars = append(g.Bars, record.ChartBar{Series: setupLabels[s], Figure: datapathID(s, m)})
+		for _, family := range families {
+			g := record.ChartGroup{Label: familyLabels[family]}
+			for _, s := range chartSetups {
+				if slices.Contains(familySetups(family), s) {
+					g.Bars = append(g.Bars, record.ChartBar{Series: setupLabels[s], Figure: datapathFamilyID(family, s, m)})
+				}
+			}
+			c.Groups = append(c.Groups, g)
 		}
-		c.Groups = []record.ChartGroup{g}
 		charts = append(charts, c)
 	}
 	for _, m := range []string{metricRR, metricCRR} {
@@ -63,11 +95,13 @@ func (b *summaryBuilder) charts() []record.Chart {
 		charts = append(charts, c)
 	}
 	run := record.Chart{File: "docker-run-connect.svg", Title: "docker run → first connect (ms, median, min–max)", Unit: "ms"}
-	g := record.ChartGroup{Label: "docker run → connect"}
-	for _, d := range []string{driverBridge, driverMembrane} {
-		g.Bars = append(g.Bars, record.ChartBar{Series: map[string]string{driverBridge: "Docker bridge", driverMembrane: "membrane"}[d], Figure: controlID(ctlRunConnect + "/" + d)})
+	for _, stack := range runStacks {
+		g := record.ChartGroup{Label: stackLabels[stack] + " network"}
+		for _, d := range runDrivers {
+			g.Bars = append(g.Bars, record.ChartBar{Series: driverLabels[d], Figure: runConnectID(d, stack)})
+		}
+		run.Groups = append(run.Groups, g)
 	}
-	run.Groups = []record.ChartGroup{g}
 	charts = append(charts, run)
 	mem := record.Chart{File: "daemon-memory.svg", Title: "membrane daemon RSS by endpoint count (MiB)", Unit: "MiB"}
 	for _, n := range b.run.EndpointCounts {

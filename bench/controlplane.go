@@ -11,17 +11,39 @@ import (
 	"github.com/membrane-net/membrane/bench/netload"
 )
 
-// Docker drivers compared by the docker run → connect timing.
+// Docker drivers compared by the docker run → connect timing, and the
+// address families of their networks.
 const (
 	driverBridge   = "bridge"
 	driverMembrane = "membrane"
+	stackDual      = "dual-stack" // IPv4 and IPv6
+	stackIPv4      = "ipv4"       // IPv4 only
 )
+
+var (
+	runDrivers   = []string{driverBridge, driverMembrane}
+	runStacks    = []string{stackDual, stackIPv4}
+	driverLabels = map[string]string{driverBridge: "Docker bridge", driverMembrane: "membrane"}
+	stackLabels  = map[string]string{stackDual: "dual-stack", stackIPv4: "IPv4 only"}
+)
+
+// runKey names the series of a driver on a network of that stack.
+func runKey(driver, stack string) string { return driver + "/" + stack }
+
+// runNet is a network of the docker run → connect timing: new containers
+// start on it, and client, already on it, dials them.
+type runNet struct {
+	driver, stack string
+	network       string
+	subnet        netip.Prefix // IPv4: the new containers' fixed addresses
+	client        place
+}
 
 // controlPlane measures what happens around the datapath: how soon a new
 // container answers, how soon a policy change holds, what attaching an
 // endpoint costs, and the daemon's memory as endpoints grow.
 func (h *harness) controlPlane(ctx context.Context) error {
-	h.logf("control plane: docker run → first connect, %d samples per driver", h.cfg.DockerRunSamples)
+	h.logf("control plane: docker run → first connect, %d samples per driver and stack", h.cfg.DockerRunSamples)
 	if err := h.dockerRunConnect(ctx); err != nil {
 		h.rec.fail("docker run → connect", err)
 	}
@@ -29,17 +51,23 @@ func (h *harness) controlPlane(ctx context.Context) error {
 	if err := h.importEnforced(ctx); err != nil {
 		h.rec.fail("policy import → enforced", err)
 	}
-	h.logf("control plane: in-process attach of %d new endpoints", h.cfg.AttachSamples)
+	h.logf("control plane: in-process attach of %d new endpoints on prepared veths and %d on fresh ones", h.cfg.AttachSamples, h.cfg.AttachSamples)
 	h.td.add("remove netns "+attachNetns, func() error { return delNetns(context.Background(), attachNetns) })
-	fresh, again, err := h.inproc.timeAttach(ctx, h.plan, h.cfg.AttachSamples)
+	times, err := h.inproc.timeAttach(ctx, h.plan, h.cfg.AttachSamples)
 	if err != nil {
 		h.rec.fail("per-endpoint attach", err)
 	}
-	for i, d := range fresh {
-		h.rec.add(controlID(ctlAttach), "ms", i, ms(d))
-	}
-	for i, d := range again {
-		h.rec.add(controlID(ctlAttachAgain), "ms", i, ms(d))
+	for _, series := range []struct {
+		id  string
+		lat []time.Duration
+	}{
+		{ctlAttach, times.Prepared},
+		{ctlAttachUnprepared, times.Unprepared},
+		{ctlAttachAgain, times.Again},
+	} {
+		for i, d := range series.lat {
+			h.rec.add(controlID(series.id), "ms", i, ms(d))
+		}
 	}
 	if err := h.restartForMemory(ctx); err != nil {
 		return err
@@ -68,34 +96,46 @@ func (h *harness) restartForMemory(ctx context.Context) error {
 }
 
 // dockerRunConnect times `docker run -d` of a server container until a
-// client already on the network first connects to it, alternating
-// drivers in a random order.
+// client already on the network first connects to it, on each driver's
+// dual-stack and IPv4-only network, the samples in a random order.
 func (h *harness) dockerRunConnect(ctx context.Context) error {
 	type sample struct {
-		driver string
-		i      int
+		net runNet
+		i   int
 	}
 	var samples []sample
 	for i := range h.cfg.DockerRunSamples {
-		samples = append(samples, sample{driverBridge, i}, sample{driverMembrane, i})
+		for _, n := range h.runNets {
+			samples = append(samples, sample{n, i})
+		}
 	}
 	h.rng.Shuffle(len(samples), func(a, b int) { samples[a], samples[b] = samples[b], samples[a] })
-	subnets := map[string]netip.Prefix{driverBridge: h.plan.subnet24(octetBridge), driverMembrane: h.plan.subnet24(octetOpen)}
-	mark := h.membrane.markLog()
+	calls := map[string][]time.Duration{}
 	for _, s := range samples {
-		if err := h.runConnectOnce(ctx, s.driver, s.i, host(subnets[s.driver], firstRunHost+s.i)); err != nil {
-			h.rec.fail(fmt.Sprintf("docker run → connect on %s, sample %d", s.driver, s.i), err)
+		mark := h.membrane.markLog()
+		if err := h.runConnectOnce(ctx, s.net, s.i, host(s.net.subnet, firstRunHost+s.i)); err != nil {
+			h.rec.fail(fmt.Sprintf("docker run → connect on %s, sample %d", runKey(s.net.driver, s.net.stack), s.i), err)
+			continue
+		}
+		if s.net.driver != driverMembrane {
+			continue
+		}
+		// Where a membrane docker run spends its time in the daemon:
+		// the Docker calls it answered for this container.
+		for _, method := range runCallMethods {
+			durations, err := h.membrane.dockerCallDurations(mark, "/NetworkDriver."+method)
+			if err != nil {
+				return err
+			}
+			key := s.net.stack + "/" + method
+			calls[key] = append(calls[key], durations...)
 		}
 	}
-	// Where a membrane docker run spends its time in the daemon: the
-	// Docker calls it answered meanwhile (only these containers').
-	for _, method := range runCallMethods {
-		durations, err := h.membrane.dockerCallDurations(mark, "/NetworkDriver."+method)
-		if err != nil {
-			return err
-		}
-		for i, d := range durations {
-			h.rec.add(controlID(ctlRunCall+"/"+method), "ms", i, ms(d))
+	for _, stack := range runStacks {
+		for _, method := range runCallMethods {
+			for i, d := range calls[stack+"/"+method] {
+				h.rec.add(controlID(ctlRunCall+"/"+stack+"/"+method), "ms", i, ms(d))
+			}
 		}
 	}
 	return nil
@@ -105,10 +145,11 @@ func (h *harness) dockerRunConnect(ctx context.Context) error {
 // log times.
 var runCallMethods = []string{"CreateEndpoint", "Join", "ProgramExternalConnectivity"}
 
-func (h *harness) runConnectOnce(ctx context.Context, driver string, i int, ip netip.Addr) error {
-	name := fmt.Sprintf("%s-run-%s-%d", namePrefix, driver, i)
+func (h *harness) runConnectOnce(ctx context.Context, n runNet, i int, ip netip.Addr) error {
+	key := runKey(n.driver, n.stack)
+	name := fmt.Sprintf("%s-run-%s-%s-%d", namePrefix, n.driver, n.stack, i)
 	args := []string{
-		"--network", h.runNetworks[driver], "--ip", ip.String(), "--label", "mbrbench.setup=run",
+		"--network", n.network, "--ip", ip.String(), "--label", "mbrbench.setup=run",
 		"-v", h.tools.netload + ":/netload:ro",
 	}
 	serve := []string{"/netload", "serve", "-addr", "0.0.0.0", "-tcp", strconv.Itoa(portRR), "-udp", strconv.Itoa(portUDP), "-control", strconv.Itoa(portControl)}
@@ -117,7 +158,7 @@ func (h *harness) runConnectOnce(ctx context.Context, driver string, i int, ip n
 		return err
 	}
 	returned := time.Since(start)
-	r, err := h.loads.poll(ctx, h.runClients[driver], netip.AddrPortFrom(ip, portRR), netload.UntilOpen, 60*time.Second)
+	r, err := h.loads.poll(ctx, n.client, netip.AddrPortFrom(ip, portRR), netload.UntilOpen, 60*time.Second)
 	at := time.Unix(0, r.AtUnixNano)
 	if _, rmErr := h.docker.run(ctx, "rm", "-f", name); rmErr != nil && err == nil {
 		err = rmErr
@@ -125,8 +166,8 @@ func (h *harness) runConnectOnce(ctx context.Context, driver string, i int, ip n
 	if err != nil {
 		return err
 	}
-	h.rec.add(controlID(ctlRunConnect+"/"+driver), "ms", i, ms(at.Sub(start)))
-	h.rec.add(controlID(ctlRunReturn+"/"+driver), "ms", i, ms(returned))
+	h.rec.add(controlID(ctlRunConnect+"/"+key), "ms", i, ms(at.Sub(start)))
+	h.rec.add(controlID(ctlRunReturn+"/"+key), "ms", i, ms(returned))
 	return nil
 }
 

@@ -17,4 +17,10 @@
 // and iperf3), run on the host entered into the target network namespace
 // with nsenter and pinned with taskset (client and server on their own
 // CPUs), so the setups differ only in the network between them.
+//
+// The datapath setups are dual-stack and measured over IPv4 and IPv6
+// apart. Beside the bare veth pair, a second one carries the nat rules
+// Docker writes into every container (dockerrules.go): they make the
+// kernel track each IPv4 connection in the container, which the bare pair
+// does not pay.
 package bench

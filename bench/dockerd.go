@@ -51,6 +51,12 @@ func (d *dockerd) start(ctx context.Context, dockerdBin string) error {
 		// No docker0: the bridge setup makes its own network, and a
 		// second docker0 would collide with a host engine's.
 		"--bridge=none",
+		// The bridge network is dual-stack: Docker 20.10 programs
+		// ip6tables for it (forwarding between its containers
+		// included) only with these, as it programs iptables for
+		// IPv4; without them bridged IPv6 meets whatever the host's
+		// ip6tables FORWARD policy is.
+		"--experimental", "--ip6tables",
 	}
 	if !overlaySupported() {
 		args = append(args, "--storage-driver=vfs")

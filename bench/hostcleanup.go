@@ -24,7 +24,7 @@ func cleanStale(log io.Writer) {
 		fmt.Fprintf(log, "bench: removing leftover netns %s\n", ns)
 		_ = delNetns(ctx, ns)
 	}
-	for _, dev := range []string{hostDevice, bridgeDevice} {
+	for _, dev := range []string{hostDevice, bridgeDevice, bridgeDevice4} {
 		if _, err := os.Stat("/sys/class/net/" + dev); err == nil {
 			fmt.Fprintf(log, "bench: removing leftover link %s\n", dev)
 			_, _ = runCmd(ctx, "ip", "link", "del", dev)
@@ -37,8 +37,8 @@ func cleanStale(log io.Writer) {
 }
 
 // removeHostRules deletes the host's iptables and ip6tables rules and
-// chains that name the harness's daemon or bridge: the daemon's own chains
-// (MBR-mbrbn0-*) and the jumps to them, and rules naming the bridge that a
+// chains that name the harness's daemon or bridges: the daemon's own chains
+// (MBR-mbrbn0-*) and the jumps to them, and rules naming a bridge that a
 // killed dockerd could not remove. The shared MEMBRANE-* chains stay, as
 // any other membrane daemon on the host uses them.
 func removeHostRules(ctx context.Context, log io.Writer) {
@@ -56,7 +56,9 @@ func removeHostRules(ctx context.Context, log io.Writer) {
 				case len(f) > 0 && strings.HasPrefix(f[0], ":"+ownChain):
 					chains = append(chains, strings.TrimPrefix(f[0], ":"))
 				case len(f) > 2 && f[0] == "-A" && !strings.HasPrefix(f[1], ownChain) &&
-					slices.ContainsFunc(f, func(s string) bool { return strings.HasPrefix(s, ownChain) || s == bridgeDevice }):
+					slices.ContainsFunc(f, func(s string) bool {
+						return strings.HasPrefix(s, ownChain) || s == bridgeDevice || s == bridgeDevice4
+					}):
 					f[0] = "-D"
 					if _, err := runCmd(ctx, append([]string{tool, "-t", table}, f...)...); err != nil {
 						fmt.Fprintf(log, "bench: remove %s rule %q: %v\n", tool, line, err)

@@ -104,29 +104,44 @@ const attachNetns = namePrefix + "-attach"
 // address plan's link space (clear of the routed setups' links).
 const firstAttachLink = 3584
 
-// timeAttach creates count veth pairs in a namespace of their own and
+// attachTimes are the in-process attach timings.
+type attachTimes struct {
+	// Prepared: new endpoints on veths whose hooks already hold the
+	// placeholder (datapath.Prepare), as the daemon's spare veth pairs do.
+	Prepared []time.Duration
+	// Unprepared: new endpoints on fresh veths (the spares ran out).
+	Unprepared []time.Duration
+	// Again: endpoints attached before (a daemon restart).
+	Again []time.Duration
+}
+
+// timeAttach creates 2×count veth pairs in a namespace of their own and
 // attaches a new endpoint to each, timing every Attach (programs loaded
-// with the endpoint's constants, two tcx links created and pinned, map
-// entries written: what the daemon does per container); then attaches
-// each again, which is what a daemon restart does (the pinned links are
-// updated in place). The endpoints are detached after. The caller removes
-// the namespace.
-func (p *inproc) timeAttach(ctx context.Context, plan addressPlan, count int) (fresh, again []time.Duration, err error) {
+// with the endpoint's constants, tcx links made and pinned, map entries
+// written: what the daemon does per container). The first count veths are
+// prepared first, untimed, as the daemon prepares its spares ahead of
+// time; the others are not, as when the spares run out. Then it attaches
+// the prepared ones again, which is what a daemon restart does (the pinned
+// links are updated in place). The endpoints are detached after. The
+// caller removes the namespace.
+func (p *inproc) timeAttach(ctx context.Context, plan addressPlan, count int) (attachTimes, error) {
+	var times attachTimes
 	if err := addNetns(ctx, attachNetns); err != nil {
-		return nil, nil, err
+		return times, err
 	}
 	var batch strings.Builder
-	for i := range count {
+	for i := range 2 * count {
 		fmt.Fprintf(&batch, "link add mba%d type veth peer name mbp%d\nlink set mba%d up\nlink set mbp%d up\n", i, i, i, i)
 	}
 	if _, err := (cmdSpec{argv: []string{"ip", "-n", attachNetns, "-batch", "-"}, stdin: strings.NewReader(batch.String()), timeout: time.Minute}).run(ctx); err != nil {
-		return nil, nil, fmt.Errorf("attach timing: create %d veth pairs: %w", count, err)
+		return times, fmt.Errorf("attach timing: create %d veth pairs: %w", 2*count, err)
 	}
-	eps, err := attachEndpoints(ctx, plan, count)
+	eps, err := attachEndpoints(ctx, plan, 2*count)
 	if err != nil {
-		return nil, nil, err
+		return times, err
 	}
-	timeAll := func() ([]time.Duration, error) {
+	prepared, unprepared := eps[:count], eps[count:]
+	timeAll := func(eps []datapath.Endpoint) ([]time.Duration, error) {
 		var lat []time.Duration
 		for _, ep := range eps {
 			start := time.Now()
@@ -138,11 +153,19 @@ func (p *inproc) timeAttach(ctx context.Context, plan addressPlan, count int) (f
 		return lat, nil
 	}
 	err = inNamedNetns(attachNetns, func() error {
+		for _, ep := range prepared {
+			if err := p.dp.Prepare(ep.HostIfIndex); err != nil {
+				return err
+			}
+		}
 		var err error
-		if fresh, err = timeAll(); err != nil {
+		if times.Prepared, err = timeAll(prepared); err != nil {
 			return err
 		}
-		if again, err = timeAll(); err != nil {
+		if times.Unprepared, err = timeAll(unprepared); err != nil {
+			return err
+		}
+		if times.Again, err = timeAll(prepared); err != nil {
 			return err
 		}
 		for _, ep := range eps {
@@ -153,9 +176,9 @@ func (p *inproc) timeAttach(ctx context.Context, plan addressPlan, count int) (f
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("attach timing: %w", err)
+		return times, fmt.Errorf("attach timing: %w", err)
 	}
-	return fresh, again, nil
+	return times, nil
 }
 
 // attachEndpoints describes the host side of every mba<i> veth as an

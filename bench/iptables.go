@@ -45,10 +45,10 @@ func createRouted(ctx context.Context, plan addressPlan, linkIndex int, name str
 	client, router, server := r.netns[0], r.netns[1], r.netns[2]
 	cAddr, rcAddr := plan.link(linkIndex)
 	rsAddr, sAddr := plan.link(linkIndex + 1)
-	if err := addVethPair(ctx, vethEnd{client, "eth0", cAddr}, vethEnd{router, "toclient", rcAddr}); err != nil {
+	if err := addVethPair(ctx, vethEnd{netns: client, dev: "eth0", addr: cAddr}, vethEnd{netns: router, dev: "toclient", addr: rcAddr}); err != nil {
 		return r, err
 	}
-	if err := addVethPair(ctx, vethEnd{router, "toserver", rsAddr}, vethEnd{server, "eth0", sAddr}); err != nil {
+	if err := addVethPair(ctx, vethEnd{netns: router, dev: "toserver", addr: rsAddr}, vethEnd{netns: server, dev: "eth0", addr: sAddr}); err != nil {
 		return r, err
 	}
 	for ns, via := range map[string]string{client: rcAddr.Addr().String(), server: rsAddr.Addr().String()} {

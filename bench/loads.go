@@ -16,16 +16,29 @@ import (
 )
 
 // place is one end of a measured path: a network namespace and the
-// address the other end reaches it at.
+// addresses the other end reaches it at.
 type place struct {
-	netns string // path: /run/netns/NAME or /proc/PID/ns/net
-	ip    netip.Addr
+	netns string     // path: /run/netns/NAME or /proc/PID/ns/net
+	ip    netip.Addr // IPv4
+	ip6   netip.Addr // IPv6, not valid where the place has none
 }
 
 // path is what a setup offers: a client and a server place.
 type path struct {
 	setup          string // for messages
 	client, server place
+}
+
+// over returns the path with its places' ip the family's address, which
+// is what the loads dial.
+func (p path) over(family string) path {
+	if family != familyIPv6 {
+		return p
+	}
+	q := p
+	q.setup = p.setup + " (IPv6)"
+	q.client.ip, q.server.ip = p.client.ip6, p.server.ip6
+	return q
 }
 
 // loads runs the traffic tools in a place, pinned to a CPU.
@@ -42,17 +55,34 @@ func in(netns string, cpu int, argv ...string) []string {
 }
 
 // startServers starts the netload and iperf3 servers in the server place
-// and waits until both listen. The caller stops the returned processes.
+// and waits until they listen. The IPv4 netload server listens on
+// 0.0.0.0, as it always did; where the server has an IPv6 address, a
+// second netload server listens on that address (same ports: an IPv6
+// address is no IPv4 wildcard's). iperf3 listens on both families with
+// one socket. The caller stops the returned processes.
 func (l loads) startServers(ctx context.Context, p path) ([]*proc, error) {
 	name := strings.ReplaceAll(p.setup, "/", "-")
-	netloadArgs := in(p.server.netns, l.serverCPU, l.netload, "serve", "-addr", "0.0.0.0",
-		"-tcp", fmt.Sprintf("%d,%d", portRR, portProbe), "-udp", strconv.Itoa(portUDP), "-control", strconv.Itoa(portControl))
-	iperfArgs := in(p.server.netns, l.serverCPU, l.iperf3, "-s", "-p", strconv.Itoa(portIperf))
-	var procs []*proc
-	for _, s := range []struct {
+	serve := func(addr string) []string {
+		return in(p.server.netns, l.serverCPU, l.netload, "serve", "-addr", addr,
+			"-tcp", fmt.Sprintf("%d,%d", portRR, portProbe), "-udp", strconv.Itoa(portUDP), "-control", strconv.Itoa(portControl))
+	}
+	servers := []struct {
 		what string
 		argv []string
-	}{{"netload", netloadArgs}, {"iperf3", iperfArgs}} {
+	}{
+		{"netload", serve("0.0.0.0")},
+		{"iperf3", in(p.server.netns, l.serverCPU, l.iperf3, "-s", "-p", strconv.Itoa(portIperf))},
+	}
+	listening := []string{"0.0.0.0:" + strconv.Itoa(portRR) + " ", ":" + strconv.Itoa(portIperf) + " "}
+	if p.server.ip6.IsValid() {
+		servers = append(servers, struct {
+			what string
+			argv []string
+		}{"netload-ipv6", serve(p.server.ip6.String())})
+		listening = append(listening, netip.AddrPortFrom(p.server.ip6, portRR).String()+" ")
+	}
+	var procs []*proc
+	for _, s := range servers {
 		pr, err := startProc(p.setup+" "+s.what+" server", filepath.Join(l.logDir, name+"-"+s.what+".log"), nil, s.argv...)
 		if err != nil {
 			stopAll(procs)
@@ -60,7 +90,7 @@ func (l loads) startServers(ctx context.Context, p path) ([]*proc, error) {
 		}
 		procs = append(procs, pr)
 	}
-	if err := waitListening(ctx, p.server.netns, procs, portRR, portIperf); err != nil {
+	if err := waitListening(ctx, p.server.netns, procs, listening...); err != nil {
 		stopAll(procs)
 		return nil, fmt.Errorf("%s: servers: %w", p.setup, err)
 	}
@@ -80,8 +110,9 @@ func stopAll(procs []*proc) error {
 	return nil
 }
 
-// waitListening waits until TCP sockets listen on every port in netns.
-func waitListening(ctx context.Context, netns string, procs []*proc, ports ...int) error {
+// waitListening waits until `ss -ltn` in netns shows every wanted local
+// address (":PORT " for any address, "[ADDR]:PORT " for one).
+func waitListening(ctx context.Context, netns string, procs []*proc, want ...string) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		for _, p := range procs {
@@ -94,8 +125,8 @@ func waitListening(ctx context.Context, netns string, procs []*proc, ports ...in
 			return err
 		}
 		all := true
-		for _, port := range ports {
-			if !strings.Contains(out, ":"+strconv.Itoa(port)+" ") {
+		for _, w := range want {
+			if !strings.Contains(out, w) {
 				all = false
 			}
 		}
@@ -103,7 +134,7 @@ func waitListening(ctx context.Context, netns string, procs []*proc, ports ...in
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("ports %v not listening after 10s", ports)
+			return fmt.Errorf("not listening on all of %q after 10s", want)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

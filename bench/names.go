@@ -15,7 +15,10 @@ const (
 	imageName    = "membrane-bench/busybox:latest"
 	// bridgeDevice is the Docker bridge network's Linux bridge; not
 	// "mbr…", which membrane's FORWARD accepts match (mbr+).
-	bridgeDevice   = "benchbr0"
+	bridgeDevice = "benchbr0"
+	// bridgeDevice4 is the IPv4-only Docker bridge network's, for the
+	// docker run timing.
+	bridgeDevice4  = "benchbr4"
 	containerLabel = "mbrbench=1" // on every container the harness creates
 
 	// lockFile is the integration suite's: holding it keeps the two from

@@ -48,15 +48,18 @@ func staleNetns() []string {
 	return names
 }
 
-// vethEnd is one end of a veth pair: its namespace, name and address.
+// vethEnd is one end of a veth pair: its namespace, name and address,
+// and optionally an IPv6 address.
 type vethEnd struct {
 	netns string
 	dev   string
 	addr  netip.Prefix
+	addr6 netip.Prefix // none if not valid
 }
 
 // addVethPair connects two namespaces with a veth pair and puts an
-// address on each end.
+// address on each end; an IPv6 address goes on without duplicate address
+// detection, so it is usable at once.
 func addVethPair(ctx context.Context, a, b vethEnd) error {
 	if _, err := runCmd(ctx, "ip", "-n", a.netns, "link", "add", a.dev, "type", "veth", "peer", "name", b.dev, "netns", b.netns); err != nil {
 		return fmt.Errorf("veth %s/%s - %s/%s: %w", a.netns, a.dev, b.netns, b.dev, err)
@@ -64,6 +67,11 @@ func addVethPair(ctx context.Context, a, b vethEnd) error {
 	for _, end := range []vethEnd{a, b} {
 		if _, err := runCmd(ctx, "ip", "-n", end.netns, "addr", "add", end.addr.String(), "dev", end.dev); err != nil {
 			return fmt.Errorf("netns %s: address %s on %s: %w", end.netns, end.addr, end.dev, err)
+		}
+		if end.addr6.IsValid() {
+			if _, err := runCmd(ctx, "ip", "-n", end.netns, "-6", "addr", "add", end.addr6.String(), "dev", end.dev, "nodad"); err != nil {
+				return fmt.Errorf("netns %s: address %s on %s: %w", end.netns, end.addr6, end.dev, err)
+			}
 		}
 		if _, err := runCmd(ctx, "ip", "-n", end.netns, "link", "set", end.dev, "up"); err != nil {
 			return fmt.Errorf("netns %s: %s up: %w", end.netns, end.dev, err)

@@ -51,17 +51,20 @@ func (h *harness) roundTasks() []task {
 	return tasks
 }
 
-// datapathTasks compare the four setups. They run under the policy
-// setup's policy; the other setups' endpoints are not selected by it.
+// datapathTasks compare the setups over each address family. They run
+// under the policy setup's policy; the other setups' endpoints are not
+// selected by it.
 func (h *harness) datapathTasks() []task {
 	var tasks []task
-	for _, s := range datapathSetups {
-		for _, m := range []string{metricTCP1, metricTCP2, metricRR, metricCRR, metricUDP} {
-			tasks = append(tasks, task{
-				name:   "datapath " + s + " " + m,
-				policy: stateAllow,
-				run:    func(ctx context.Context, round int) error { return h.measureDatapath(ctx, round, s, m) },
-			})
+	for _, family := range families {
+		for _, s := range familySetups(family) {
+			for _, m := range familyMetrics(family, h.cfg.IPv6UDP) {
+				tasks = append(tasks, task{
+					name:   "datapath " + familyLabels[family] + " " + s + " " + m,
+					policy: stateAllow,
+					run:    func(ctx context.Context, round int) error { return h.measureDatapath(ctx, round, family, s, m) },
+				})
+			}
 		}
 	}
 	return tasks
@@ -118,9 +121,10 @@ func (h *harness) installTasks(n int) []task {
 	})
 }
 
-// measureDatapath runs one metric over one datapath setup.
-func (h *harness) measureDatapath(ctx context.Context, round int, setup, metric string) error {
-	p := h.paths[setup]
+// measureDatapath runs one metric over one datapath setup and family.
+func (h *harness) measureDatapath(ctx context.Context, round int, family, setup, metric string) error {
+	p := h.paths[setup].over(family)
+	id := datapathFamilyID(family, setup, metric)
 	switch metric {
 	case metricTCP1, metricTCP2:
 		streams := 1
@@ -131,10 +135,10 @@ func (h *harness) measureDatapath(ctx context.Context, round int, setup, metric 
 		if err != nil {
 			return err
 		}
-		h.rec.add(datapathID(setup, metric), "Gbit/s", round, r.ReceivedBitsPerSecond/1e9)
+		h.rec.add(id, "Gbit/s", round, r.ReceivedBitsPerSecond/1e9)
 		return nil
 	default:
-		return h.measureLoad(ctx, round, p, metric, datapathID(setup, metric))
+		return h.measureLoad(ctx, round, p, metric, id)
 	}
 }
 

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -12,8 +13,10 @@ import (
 // Labels the report shows.
 var (
 	setupLabels = map[string]string{
-		setupRaw: "raw veth", setupBridge: "Docker bridge", setupMembrane: "membrane", setupPolicy: "membrane + policy",
+		setupRaw: "raw veth", setupRawNat: "raw veth + Docker's container rules", setupBridge: "Docker bridge",
+		setupMembrane: "membrane", setupPolicy: "membrane + policy",
 	}
+	familyLabels = map[string]string{familyIPv4: "IPv4", familyIPv6: "IPv6"}
 	metricLabels = map[string]string{
 		metricTCP1: "TCP, 1 stream", metricTCP2: "TCP, 2 streams", metricRR: "request/response",
 		metricRRP50: "rr latency p50", metricRRP99: "rr latency p99", metricCRR: "connect/request/response",
@@ -40,9 +43,14 @@ var (
 // ratioPair is a ratio of two datapath setups.
 type ratioPair struct{ num, den string }
 
+// datapathRatios are the ratios of the datapath tables; those naming a
+// setup a family does not measure are left out of its table.
 var datapathRatios = []ratioPair{
 	{setupMembrane, setupRaw}, {setupMembrane, setupBridge},
 	{setupPolicy, setupRaw}, {setupPolicy, setupBridge}, {setupPolicy, setupMembrane},
+	// What Docker's in-container rules cost a bare veth pair, and
+	// membrane against that floor.
+	{setupRawNat, setupRaw}, {setupMembrane, setupRawNat}, {setupPolicy, setupRawNat},
 }
 
 var ratioMetrics = []string{metricTCP1, metricTCP2, metricRR, metricCRR, metricUDP}
@@ -53,8 +61,7 @@ func ratioID(num, den string) string { return "ratio:" + num + ":" + den }
 
 // Table names of the report.
 const (
-	tableDatapath    = "Datapath: absolute figures (median over rounds)"
-	tableRatios      = "Datapath: per-round ratios (median over rounds)"
+	tableConntrack   = "Datapath: conntrack entries one new connection adds in the client's namespace"
 	tableScaleRR     = "Policy scale: request/response (transactions/s)"
 	tableScaleCRR    = "Policy scale: connect/request/response (connections/s)"
 	tableScaleRatio  = "Policy scale: N rules ÷ 0 rules, per round"
@@ -63,6 +70,15 @@ const (
 	tableControl     = "Control plane"
 	tableControlRate = "Control plane: membrane ÷ Docker bridge"
 )
+
+// tableDatapath and tableRatios are the datapath tables of a family.
+func tableDatapath(family string) string {
+	return "Datapath, " + familyLabels[family] + ": absolute figures (median over rounds)"
+}
+
+func tableRatios(family string) string {
+	return "Datapath, " + familyLabels[family] + ": per-round ratios (median over rounds)"
+}
 
 // Summarize fills the run's figures, targets and charts from its series
 // (replacing any it had).
@@ -121,14 +137,24 @@ func (b *summaryBuilder) ratio(table, row, column, num, den string) {
 }
 
 func (b *summaryBuilder) datapath() {
-	for _, s := range datapathSetups {
-		for _, m := range []string{metricTCP1, metricTCP2, metricRR, metricRRP50, metricRRP99, metricCRR, metricUDP} {
-			b.value(tableDatapath, setupLabels[s], metricLabels[m]+" ("+metricUnits[m]+")", datapathID(s, m))
+	for _, family := range families {
+		for _, p := range datapathRatios {
+			for _, m := range ratioMetrics {
+				b.ratio(tableRatios(family), ratioLabel(p), metricLabels[m],
+					datapathFamilyID(family, p.num, m), datapathFamilyID(family, p.den, m))
+			}
 		}
 	}
-	for _, p := range datapathRatios {
-		for _, m := range ratioMetrics {
-			b.ratio(tableRatios, ratioLabel(p), metricLabels[m], datapathID(p.num, m), datapathID(p.den, m))
+	for _, s := range datapathSetups {
+		for _, family := range families {
+			b.value(tableConntrack, setupLabels[s], familyLabels[family], conntrackID(family, s))
+		}
+	}
+	for _, family := range families {
+		for _, s := range datapathSetups {
+			for _, m := range []string{metricTCP1, metricTCP2, metricRR, metricRRP50, metricRRP99, metricCRR, metricUDP} {
+				b.value(tableDatapath(family), setupLabels[s], metricLabels[m]+" ("+metricUnits[m]+")", datapathFamilyID(family, s, m))
+			}
 		}
 	}
 }
@@ -195,19 +221,26 @@ func (b *summaryBuilder) install() {
 }
 
 func (b *summaryBuilder) control() {
-	for _, d := range []string{driverBridge, driverMembrane} {
-		label := map[string]string{driverBridge: "Docker bridge", driverMembrane: "membrane"}[d]
-		b.value(tableControl, "docker run → first connect, "+label, "", controlID(ctlRunConnect+"/"+d))
-		b.value(tableControl, "docker run -d returns, "+label, "", controlID(ctlRunReturn+"/"+d))
+	for _, stack := range runStacks {
+		for _, d := range runDrivers {
+			label := driverLabels[d] + ", " + stackLabels[stack]
+			b.value(tableControl, "docker run → first connect, "+label, "", controlID(ctlRunConnect+"/"+runKey(d, stack)))
+			b.value(tableControl, "docker run -d returns, "+label, "", controlID(ctlRunReturn+"/"+runKey(d, stack)))
+		}
 	}
-	for _, m := range runCallMethods {
-		b.value(tableControl, "membrane docker run: daemon's "+m+" call", "", controlID(ctlRunCall+"/"+m))
+	for _, stack := range runStacks {
+		for _, m := range runCallMethods {
+			b.value(tableControl, "membrane docker run, "+stackLabels[stack]+": daemon's "+m+" call", "", controlID(ctlRunCall+"/"+stack+"/"+m))
+		}
 	}
-	b.ratio(tableControlRate, "docker run → first connect, membrane ÷ bridge (sample by sample)", "",
-		controlID(ctlRunConnect+"/"+driverMembrane), controlID(ctlRunConnect+"/"+driverBridge))
+	for _, stack := range runStacks {
+		b.ratio(tableControlRate, "docker run → first connect, membrane ÷ bridge, "+stackLabels[stack]+" (sample by sample)", "",
+			runConnectID(driverMembrane, stack), runConnectID(driverBridge, stack))
+	}
 	b.value(tableControl, "policy import → newly allowed flow passes", "", controlID(ctlImportAllow))
 	b.value(tableControl, "policy import → newly denied flow dropped", "", controlID(ctlImportDeny))
-	b.value(tableControl, "per-endpoint attach of a new endpoint, in-process datapath.Attach", "", controlID(ctlAttach))
+	b.value(tableControl, "per-endpoint attach of a new endpoint on a spare veth (placeholder attached ahead), in-process datapath.Attach", "", controlID(ctlAttach))
+	b.value(tableControl, "per-endpoint attach of a new endpoint on a fresh veth (no spare left), in-process datapath.Attach", "", controlID(ctlAttachUnprepared))
 	b.value(tableControl, "per-endpoint attach of an attached endpoint (restart path), in-process", "", controlID(ctlAttachAgain))
 	b.value(tableControl, "daemon CreateEndpoint call (veth, routes, state, attach), while creating containers", "", controlID(ctlCreateEP))
 	b.value(tableControl, fmt.Sprintf("daemon RSS after the rounds (policies of up to %s rules imported), before a restart", rulesLabel(maxInt(b.run.RuleCounts))), "", controlID(ctlRSSAfterRounds))
@@ -217,6 +250,10 @@ func (b *summaryBuilder) control() {
 		b.value(tableControl, fmt.Sprintf("BPF map memory at %d endpoints", n), "", controlID(ctlBPFMaps+"/"+ns))
 		b.value(tableControl, fmt.Sprintf("BPF program memory at %d endpoints", n), "", controlID(ctlBPFProgs+"/"+ns))
 	}
+}
+
+func runConnectID(driver, stack string) string {
+	return controlID(ctlRunConnect + "/" + runKey(driver, stack))
 }
 
 func maxInt(ns []int) int {
@@ -236,27 +273,64 @@ type targetSpec struct {
 	threshold float64
 }
 
+// Datapath targets: each setup ÷ raw veth and ÷ Docker bridge, per load.
+var (
+	rawTargets = []struct {
+		metric string
+		min    float64
+	}{{metricTCP1, 0.95}, {metricTCP2, 0.95}, {metricRR, 0.95}, {metricCRR, 0.92}}
+	bridgeTargets = []struct {
+		metric string
+		min    float64
+	}{{metricRR, 1.00}, {metricTCP1, 1.05}, {metricTCP2, 1.05}, {metricCRR, 1.05}}
+)
+
+// datapathTargets are a family's datapath targets, and for IPv4 the
+// comparison with the floor that holds Docker's in-container rules.
+func datapathTargets(family string) []targetSpec {
+	var specs []targetSpec
+	fam := familyLabels[family]
+	id := func(setup, metric string) string { return datapathFamilyID(family, setup, metric) }
+	for _, s := range []string{setupMembrane, setupPolicy} {
+		for _, t := range rawTargets {
+			specs = append(specs, targetSpec{
+				name: fmt.Sprintf("%s ÷ raw veth, %s, %s", setupLabels[s], metricLabels[t.metric], fam), stat: "median",
+				figure: ratioID(id(s, t.metric), id(setupRaw, t.metric)), op: ">=", threshold: t.min,
+			})
+		}
+		for _, t := range bridgeTargets {
+			specs = append(specs, targetSpec{
+				name: fmt.Sprintf("%s ÷ Docker bridge, %s, %s", setupLabels[s], metricLabels[t.metric], fam), stat: "median",
+				figure: ratioID(id(s, t.metric), id(setupBridge, t.metric)), op: ">=", threshold: t.min,
+			})
+		}
+	}
+	if !slices.Contains(familySetups(family), setupRawNat) {
+		return specs
+	}
+	for _, m := range []string{metricRR, metricCRR} {
+		specs = append(specs, targetSpec{
+			name:   fmt.Sprintf("%s ÷ raw veth, %s, %s (comparison: what the rules cost)", setupLabels[setupRawNat], metricLabels[m], fam),
+			stat:   "median",
+			figure: ratioID(id(setupRawNat, m), id(setupRaw, m)),
+		})
+	}
+	for _, s := range []string{setupMembrane, setupPolicy} {
+		for _, t := range rawTargets {
+			specs = append(specs, targetSpec{
+				name:   fmt.Sprintf("%s ÷ %s, %s, %s (comparison)", setupLabels[s], setupLabels[setupRawNat], metricLabels[t.metric], fam),
+				stat:   "median",
+				figure: ratioID(id(s, t.metric), id(setupRawNat, t.metric)),
+			})
+		}
+	}
+	return specs
+}
+
 func (b *summaryBuilder) targets() []record.Target {
 	var specs []targetSpec
-	for _, s := range []string{setupMembrane, setupPolicy} {
-		for _, t := range []struct {
-			metric string
-			min    float64
-		}{{metricTCP1, 0.95}, {metricTCP2, 0.95}, {metricRR, 0.95}, {metricCRR, 0.92}} {
-			specs = append(specs, targetSpec{
-				name: fmt.Sprintf("%s ÷ raw veth, %s", setupLabels[s], metricLabels[t.metric]), stat: "median",
-				figure: ratioID(datapathID(s, t.metric), datapathID(setupRaw, t.metric)), op: ">=", threshold: t.min,
-			})
-		}
-		for _, t := range []struct {
-			metric string
-			min    float64
-		}{{metricRR, 1.00}, {metricTCP1, 1.05}, {metricTCP2, 1.05}, {metricCRR, 1.05}} {
-			specs = append(specs, targetSpec{
-				name: fmt.Sprintf("%s ÷ Docker bridge, %s", setupLabels[s], metricLabels[t.metric]), stat: "median",
-				figure: ratioID(datapathID(s, t.metric), datapathID(setupBridge, t.metric)), op: ">=", threshold: t.min,
-			})
-		}
+	for _, family := range families {
+		specs = append(specs, datapathTargets(family)...)
 	}
 	specs = append(specs,
 		targetSpec{name: "membrane request/response at 100k rules ÷ at 0 rules", stat: "median",
@@ -273,9 +347,12 @@ func (b *summaryBuilder) targets() []record.Target {
 			figure: addOneID(implMembrane, 100000), op: "<", threshold: 5},
 		targetSpec{name: "add one rule to 100k, membrane datapath ApplyPolicy (ms)", stat: "median",
 			figure: addOneID(implMembraneDatapath, 100000), op: "<", threshold: 5},
-		targetSpec{name: "docker run → first connect, membrane ÷ Docker bridge", stat: "median",
-			figure: ratioID(controlID(ctlRunConnect+"/"+driverMembrane), controlID(ctlRunConnect+"/"+driverBridge)), op: "<=", threshold: 1.00},
-		targetSpec{name: "per-endpoint attach p99 (ms)", stat: "p99", figure: controlID(ctlAttach), op: "<", threshold: 10},
+		targetSpec{name: "docker run → first connect, membrane ÷ Docker bridge, dual-stack", stat: "median",
+			figure: ratioID(runConnectID(driverMembrane, stackDual), runConnectID(driverBridge, stackDual)), op: "<=", threshold: 1.00},
+		targetSpec{name: "docker run → first connect, membrane ÷ Docker bridge, IPv4 only (comparison)", stat: "median",
+			figure: ratioID(runConnectID(driverMembrane, stackIPv4), runConnectID(driverBridge, stackIPv4))},
+		targetSpec{name: "per-endpoint attach p99 (ms), new endpoint on a spare veth", stat: "p99", figure: controlID(ctlAttach), op: "<", threshold: 10},
+		targetSpec{name: "per-endpoint attach p99 (ms), new endpoint on a fresh veth, spares run out (comparison)", stat: "p99", figure: controlID(ctlAttachUnprepared)},
 		targetSpec{name: "daemon RSS at 500 endpoints (MiB)", stat: "median", figure: controlID(ctlRSS + "/500"), op: "<", threshold: 60},
 	)
 	var out []record.Target
@@ -328,7 +405,7 @@ const minRoundsForSpread = 5
 func (b *summaryBuilder) noiseTarget() record.Target {
 	id := ratioID(datapathID(setupMembrane, metricRR), datapathID(setupRaw, metricRR))
 	t := record.Target{
-		Name:   "noisy machine: interleaved rounds, client and server pinned to their own CPUs, spread shown (membrane ÷ raw veth request/response)",
+		Name:   "noisy machine: interleaved rounds, client and server pinned to their own CPUs, spread shown (membrane ÷ raw veth request/response, IPv4)",
 		Figure: id, Stat: "rounds", Op: ">=", Threshold: minRoundsForSpread, Status: record.NotMeasured,
 	}
 	f, ok := b.run.Figure(id)

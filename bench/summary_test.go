@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"io"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/membrane-net/membrane/bench/record"
@@ -77,5 +79,142 @@ func TestScaleSeriesUsesTheRoutedBaselineForIptablesAtZero(t *testing.T) {
 	}
 	if got := scaleSeries(implMembrane, 0, metricRR); got != scaleID(implMembrane, 0, metricRR) {
 		t.Errorf("membrane at 0 rules = %s, want its own series", got)
+	}
+}
+
+func targetNamed(t *testing.T, run *record.Run, name string) record.Target {
+	t.Helper()
+	for _, tg := range run.Targets {
+		if tg.Name == name {
+			return tg
+		}
+	}
+	t.Fatalf("no target named %q", name)
+	return record.Target{}
+}
+
+func TestSummarizeJudgesEachFamilyApartAndShowsTheDockerRulesFloor(t *testing.T) {
+	run := &record.Run{Rounds: 3}
+	add := func(family, setup, metric string, vs ...float64) {
+		run.Series = append(run.Series, series(datapathFamilyID(family, setup, metric), "connections/s", vs...))
+	}
+	// IPv4: membrane at 0.75 of raw veth, at 0.98 of raw veth with
+	// Docker's rules; IPv6: membrane at 0.97 of raw veth.
+	add(familyIPv4, setupRaw, metricCRR, 8000, 8000, 8000)
+	add(familyIPv4, setupRawNat, metricCRR, 6100, 6100, 6100)
+	add(familyIPv4, setupMembrane, metricCRR, 6000, 6000, 6000)
+	add(familyIPv6, setupRaw, metricCRR, 7000, 7000, 7000)
+	add(familyIPv6, setupMembrane, metricCRR, 6790, 6790, 6790)
+	run.Series = append(run.Series,
+		series(conntrackID(familyIPv4, setupMembrane), unitPerConnection, 1),
+		series(conntrackID(familyIPv6, setupMembrane), unitPerConnection, 0),
+	)
+	Summarize(run)
+
+	if tg := targetNamed(t, run, "membrane ÷ raw veth, connect/request/response, IPv4"); tg.Status != record.Missed || math.Abs(tg.Value-0.75) > 1e-9 {
+		t.Errorf("IPv4 crr target = %+v, want missed at 0.75", tg)
+	}
+	if tg := targetNamed(t, run, "membrane ÷ raw veth, connect/request/response, IPv6"); tg.Status != record.Met || math.Abs(tg.Value-0.97) > 1e-9 {
+		t.Errorf("IPv6 crr target = %+v, want met at 0.97", tg)
+	}
+	floor := targetNamed(t, run, "membrane ÷ raw veth + Docker's container rules, connect/request/response, IPv4 (comparison)")
+	if floor.Status != record.Shown || floor.Op != "" || math.Abs(floor.Value-6000.0/6100) > 1e-9 {
+		t.Errorf("floor comparison = %+v, want shown, no threshold, 0.984", floor)
+	}
+	cost := targetNamed(t, run, "raw veth + Docker's container rules ÷ raw veth, connect/request/response, IPv4 (comparison: what the rules cost)")
+	if cost.Status != record.Shown || math.Abs(cost.Value-6100.0/8000) > 1e-9 {
+		t.Errorf("cost of the rules = %+v", cost)
+	}
+	for _, tg := range run.Targets {
+		if strings.Contains(tg.Name, "Docker's container rules") && strings.Contains(tg.Name, "IPv6") {
+			t.Errorf("IPv6 has a Docker-rules row: %s", tg.Name)
+		}
+		if strings.Contains(tg.Name, "÷ raw veth") && !strings.Contains(tg.Name, "IPv4") && !strings.Contains(tg.Name, "IPv6") {
+			t.Errorf("datapath target without its family: %s", tg.Name)
+		}
+	}
+	tables := map[string]bool{}
+	for _, f := range run.Figures {
+		tables[f.Table] = true
+	}
+	for _, want := range []string{tableRatios(familyIPv4), tableRatios(familyIPv6), tableDatapath(familyIPv4), tableDatapath(familyIPv6), tableConntrack} {
+		if !tables[want] {
+			t.Errorf("no table %q", want)
+		}
+	}
+	if f, ok := run.Figure(conntrackID(familyIPv6, setupMembrane)); !ok || f.Summary.Median != 0 || f.Column != "IPv6" {
+		t.Errorf("IPv6 conntrack figure = %+v, %v", f, ok)
+	}
+}
+
+func TestSummarizeComparesDockerRunLikeWithLike(t *testing.T) {
+	run := &record.Run{Rounds: 1}
+	run.Series = []*record.Series{
+		series(runConnectID(driverBridge, stackDual), "ms", 350, 360),
+		series(runConnectID(driverMembrane, stackDual), "ms", 385, 396),
+		series(runConnectID(driverBridge, stackIPv4), "ms", 280, 280),
+		series(runConnectID(driverMembrane, stackIPv4), "ms", 308, 308),
+	}
+	Summarize(run)
+	dual := targetNamed(t, run, "docker run → first connect, membrane ÷ Docker bridge, dual-stack")
+	if dual.Op != "<=" || dual.Status != record.Missed || math.Abs(dual.Value-1.1) > 1e-9 {
+		t.Errorf("dual-stack target = %+v, want missed at 1.1", dual)
+	}
+	v4 := targetNamed(t, run, "docker run → first connect, membrane ÷ Docker bridge, IPv4 only (comparison)")
+	if v4.Status != record.Shown || math.Abs(v4.Value-1.1) > 1e-9 {
+		t.Errorf("IPv4-only comparison = %+v", v4)
+	}
+	var chart *record.Chart
+	for i := range run.Charts {
+		if run.Charts[i].File == "docker-run-connect.svg" {
+			chart = &run.Charts[i]
+		}
+	}
+	if chart == nil || len(chart.Groups) != 2 || len(chart.Groups[0].Bars) != 2 {
+		t.Errorf("docker run chart = %+v, want a group per stack, a bar per driver", chart)
+	}
+}
+
+func TestChartsKeepEachSetupsColourAcrossFamilies(t *testing.T) {
+	run := &record.Run{}
+	Summarize(run)
+	for _, c := range run.Charts {
+		if c.File != "datapath-crr.svg" {
+			continue
+		}
+		if len(c.Groups) != 2 {
+			t.Fatalf("groups %+v, want IPv4 and IPv6", c.Groups)
+		}
+		v4, v6 := c.Groups[0].Bars, c.Groups[1].Bars
+		if len(v4) != 5 || len(v6) != 4 {
+			t.Fatalf("bars: IPv4 %d, IPv6 %d, want 5 and 4", len(v4), len(v6))
+		}
+		for i := range v6 {
+			if v4[i].Series != v6[i].Series {
+				t.Errorf("bar %d is %s over IPv4 but %s over IPv6", i, v4[i].Series, v6[i].Series)
+			}
+		}
+		return
+	}
+	t.Error("no datapath-crr.svg chart")
+}
+
+func TestCheckSeriesLetsConntrackCountsBeZero(t *testing.T) {
+	h := &harness{rec: newRecorder(io.Discard)}
+	h.rec.add(conntrackID(familyIPv6, setupRaw), unitPerConnection, 0, 0)
+	h.rec.add(datapathID(setupRaw, metricRR), "transactions/s", 0, 0)
+	h.checkSeries()
+	if len(h.rec.errors) != 1 || !strings.Contains(h.rec.errors[0], datapathID(setupRaw, metricRR)) {
+		t.Errorf("errors %q, want only the zero rr rate", h.rec.errors)
+	}
+}
+
+func TestDatapathPlanSaysWhatRanOverEachFamily(t *testing.T) {
+	plan := datapathPlan(planFor(200), false)
+	if len(plan) != 2 || plan[0].Family != "IPv4" || plan[1].Family != "IPv6" {
+		t.Fatalf("plan %+v", plan)
+	}
+	if plan[1].Prefix != "fd6d:6272:c8::/48" || len(plan[1].Loads) != 4 || len(plan[0].Setups) != 5 {
+		t.Errorf("plan %+v", plan)
 	}
 }

@@ -201,3 +201,30 @@ func TestPollGivesUp(t *testing.T) {
 		t.Error("poll for a close that never happens reported success")
 	}
 }
+
+// The harness runs an IPv4 server on 0.0.0.0 and an IPv6 server on the
+// same ports of one IPv6 address beside it.
+func TestAnIPv6ServerSharesTheIPv4WildcardServersPorts(t *testing.T) {
+	v4, err := Listen(ServerConfig{Addr: "0.0.0.0", TCPPorts: []int{0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := v4.Ports()
+	v6, err := Listen(ServerConfig{Addr: "::1", TCPPorts: p.TCP, UDPPort: p.UDP, ControlPort: p.Control})
+	if err != nil {
+		v4.closeSockets()
+		t.Skipf("no IPv6 loopback here, or: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, s := range []*Server{v4, v6} {
+		go func() { _ = s.Serve(ctx) }()
+	}
+	r, err := UDP(context.Background(), net.JoinHostPort("::1", strconv.Itoa(p.UDP)), p.Control, 100*time.Millisecond)
+	if err != nil || r.Count < 2 {
+		t.Errorf("UDP over IPv6: %+v, %v", r, err)
+	}
+	if _, err := RR(context.Background(), net.JoinHostPort("127.0.0.1", strconv.Itoa(p.TCP[0])), 50*time.Millisecond); err != nil {
+		t.Errorf("rr over IPv4: %v", err)
+	}
+}

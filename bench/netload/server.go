@@ -118,7 +118,14 @@ func Listen(cfg ServerConfig) (*Server, error) {
 	// A deep receive buffer keeps bursts from being dropped before the
 	// receiver gets to them; the kernel caps it at rmem_max.
 	_ = unix.SetsockoptInt(s.udpFD, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
-	if s.control, err = net.Listen("tcp", net.JoinHostPort(ip.String(), strconv.Itoa(cfg.ControlPort))); err != nil {
+	// An IPv4 address, the wildcard included, means IPv4 only: Go
+	// would listen on both families for 0.0.0.0, and take the port from
+	// a second server on an IPv6 address.
+	network := "tcp"
+	if ip.Is4() {
+		network = "tcp4"
+	}
+	if s.control, err = net.Listen(network, net.JoinHostPort(ip.String(), strconv.Itoa(cfg.ControlPort))); err != nil {
 		return nil, fmt.Errorf("listen on control port %d: %w", cfg.ControlPort, err)
 	}
 	s.ports.Control = s.control.Addr().(*net.TCPAddr).Port

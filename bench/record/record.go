@@ -30,14 +30,28 @@ type Run struct {
 	Machine Machine `json:"machine"`
 	// Notes are facts about this run the reader needs (what was left
 	// out, what the figures include).
-	Notes   []string  `json:"notes,omitempty"`
-	Series  []*Series `json:"series"`
-	Figures []Figure  `json:"figures"`
-	Targets []Target  `json:"targets"`
-	Charts  []Chart   `json:"charts"`
+	Notes []string `json:"notes,omitempty"`
+	// Datapath says, per address family, which setups and loads the
+	// datapath comparison measured.
+	Datapath []DatapathFamily `json:"datapath,omitempty"`
+	Series   []*Series        `json:"series"`
+	Figures  []Figure         `json:"figures"`
+	Targets  []Target         `json:"targets"`
+	Charts   []Chart          `json:"charts"`
 	// Errors are the measurements that failed; a run with errors exits
 	// nonzero.
 	Errors []string `json:"errors,omitempty"`
+}
+
+// DatapathFamily is what the datapath comparison ran over one address
+// family.
+type DatapathFamily struct {
+	Family string `json:"family"` // "IPv4", "IPv6"
+	// Prefix is the address plan's prefix of the family, which every
+	// measured address came from.
+	Prefix string   `json:"prefix"`
+	Setups []string `json:"setups"`
+	Loads  []string `json:"loads"`
 }
 
 // Machine describes where the run took place.

@@ -65,18 +65,21 @@ func Markdown(run *record.Run, chartLink string) []byte {
 	writeMachine(&b, run)
 	writeTargets(&b, run)
 	writeMethod(&b, run)
+	// Each section lists the tables whose titles start with one of its
+	// prefixes, prefix by prefix, each table in the order the summary
+	// made it.
 	sections := []struct {
-		title  string
-		tables []string
-		charts []string
+		title    string
+		prefixes []string
+		charts   []string
 	}{
-		{"Datapath: same-host container to container", []string{"Datapath: per-round ratios (median over rounds)", "Datapath: absolute figures (median over rounds)"},
-			[]string{"datapath-ratios.svg", "datapath-rr.svg", "datapath-crr.svg", "datapath-tcp-1.svg"}},
-		{"Policy scale", []string{"Policy scale: N rules ÷ 0 rules, per round", "Policy scale: request/response (transactions/s)", "Policy scale: connect/request/response (connections/s)"},
+		{"Datapath: same-host container to container", []string{"Datapath"},
+			[]string{"datapath-ratios.svg", "datapath-ratios-ipv6.svg", "datapath-rr.svg", "datapath-crr.svg", "datapath-tcp-1.svg"}},
+		{"Policy scale", []string{"Policy scale: N rules ÷ 0 rules", "Policy scale"},
 			[]string{"policy-scale-rr.svg", "policy-scale-crr.svg"}},
-		{"Installing rules", []string{"Time to install N rules into an empty policy (ms)", "Time to add one rule to N rules (ms)"},
+		{"Installing rules", []string{"Time to install", "Time to add"},
 			[]string{"install.svg", "add-one.svg"}},
-		{"Control plane", []string{"Control plane", "Control plane: membrane ÷ Docker bridge"},
+		{"Control plane", []string{"Control plane"},
 			[]string{"docker-run-connect.svg", "daemon-memory.svg"}},
 	}
 	for _, s := range sections {
@@ -86,7 +89,7 @@ func Markdown(run *record.Run, chartLink string) []byte {
 				w("![%s](%s/%s)\n\n", c, chartLink, c)
 			}
 		}
-		for _, t := range s.tables {
+		for _, t := range tablesByPrefix(run, s.prefixes) {
 			writeTable(&b, run, t)
 		}
 	}
@@ -98,6 +101,20 @@ func Markdown(run *record.Run, chartLink string) []byte {
 		w("\n")
 	}
 	return b.Bytes()
+}
+
+// tablesByPrefix lists the run's table titles that start with a prefix,
+// prefix by prefix, each once, in the order the figures came.
+func tablesByPrefix(run *record.Run, prefixes []string) []string {
+	var tables []string
+	for _, p := range prefixes {
+		for _, f := range run.Figures {
+			if strings.HasPrefix(f.Table, p) && !slices.Contains(tables, f.Table) {
+				tables = append(tables, f.Table)
+			}
+		}
+	}
+	return tables
 }
 
 func writeReproduce(b *bytes.Buffer, run *record.Run) {
@@ -225,19 +242,32 @@ func writeTable(b *bytes.Buffer, run *record.Run, table string) {
 		}
 		cell[[2]string{f.Row, f.Column}] = f
 	}
+	// A table measured once has no spread to show.
+	once := !slices.ContainsFunc(figs, func(f record.Figure) bool { return f.Summary.N > 1 })
 	fmt.Fprintf(b, "| | %s |\n|---|%s\n", strings.Join(cols, " | "), strings.Repeat("---|", len(cols)))
 	for _, r := range rows {
 		fmt.Fprintf(b, "| %s |", r)
 		for _, c := range cols {
 			f, ok := cell[[2]string{r, c}]
-			if !ok {
+			switch {
+			case !ok:
 				b.WriteString(" — |")
-				continue
+			case once:
+				fmt.Fprintf(b, " %s |", formatValue(f.Summary.Median, f.Unit))
+			default:
+				s := f.Summary
+				fmt.Fprintf(b, " %s [%s–%s] |", formatValue(s.Median, f.Unit), formatValue(s.Min, f.Unit), formatValue(s.Max, f.Unit))
 			}
-			s := f.Summary
-			fmt.Fprintf(b, " %s [%s–%s] |", formatValue(s.Median, f.Unit), formatValue(s.Min, f.Unit), formatValue(s.Max, f.Unit))
 		}
 		b.WriteString("\n")
+	}
+	if once {
+		unit := ""
+		if !slices.ContainsFunc(figs, func(f record.Figure) bool { return f.Unit != figs[0].Unit }) {
+			unit = " (" + figs[0].Unit + ")"
+		}
+		fmt.Fprintf(b, "\nEach cell: one measurement%s; — not measured.\n\n", unit)
+		return
 	}
 	b.WriteString("\nEach cell: median [min–max] over rounds.\n\n")
 }

@@ -18,9 +18,18 @@ func sampleRun() *record.Run {
 		Mode: "full", Seed: 42, Rounds: 7, MeasureSeconds: 3, RuleCounts: []int{0, 100}, EndpointCounts: []int{10},
 		Started: start, Finished: start.Add(30 * time.Minute), Command: "go run ./cmd/membrane-bench -mode full -seed 42 -docs",
 		Machine: record.Machine{CPUModel: "Test CPU", Cores: 2, LoadAverageStart: "1.50 1.00 0.50", LoadAverageEnd: "0.1 0.1 0.1"},
+		Datapath: []record.DatapathFamily{
+			{Family: "IPv4", Prefix: "10.200.0.0/16", Setups: []string{"raw veth", "raw veth + Docker's container rules", "membrane"},
+				Loads: []string{"request/response", "UDP, 64-byte datagrams"}},
+			{Family: "IPv6", Prefix: "fd6d:6272:c8::/48", Setups: []string{"raw veth", "membrane"}, Loads: []string{"request/response"}},
+		},
 		Figures: []record.Figure{
 			{ID: "ratio:a:b", Table: "Datapath: per-round ratios (median over rounds)", Row: "membrane ÷ raw veth", Column: "request/response", Unit: "ratio",
 				Of: "a", Over: "b", Summary: stats.Summary{N: 7, Median: 0.9634, Min: 0.9, Max: 1.01, Q1: 0.95, Q3: 0.97}},
+			{ID: "conntrack/ipv4/membrane", Table: "Datapath: conntrack entries one new connection adds in the client's namespace", Row: "membrane",
+				Column: "IPv4", Unit: "entries per connection", Summary: stats.Summary{N: 1, Median: 1, Min: 1, Max: 1, Q1: 1, Q3: 1}},
+			{ID: "conntrack/ipv6/membrane", Table: "Datapath: conntrack entries one new connection adds in the client's namespace", Row: "membrane",
+				Column: "IPv6", Unit: "entries per connection", Summary: stats.Summary{N: 1}},
 			{ID: "control/attach", Table: "Control plane", Row: "per-endpoint attach", Unit: "ms",
 				Summary: stats.Summary{N: 200, Median: 3.2, Min: 2, Max: 40, Q1: 3, Q3: 4, P90: 5, P99: 12.5}},
 		},
@@ -56,7 +65,12 @@ func TestWriteProducesTheDocumentAndItsCharts(t *testing.T) {
 		"| membrane ÷ raw veth | 0.963 [0.900–1.010] |",                                   // grid cell: median [min–max]
 		"| per-endpoint attach | 3.20 | 3.00–4.00 | 2.00–40.0 | 5.00 | 12.5 | 200 | ms |", // list row
 		"![datapath-ratios.svg](bench/datapath-ratios.svg)",
-		"client on CPU 0, server on CPU 0", // method text carries the run's parameters
+		"client on CPU 0, server on CPU 0",                                                           // method text carries the run's parameters
+		"over IPv6 (addresses from fd6d:6272:c8::/48): raw veth, membrane; loads: request/response.", // what ran over which family
+		"UDP, 64-byte datagrams is not run over IPv6",
+		"-A OUTPUT -d 127.0.0.11/32 -j DOCKER_OUTPUT", // why containers pay for conntrack
+		"| membrane | 1.00 | 0 |",                     // measured once: no spread
+		"Each cell: one measurement (entries per connection)",
 	} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("document lacks %q", want)
@@ -71,5 +85,24 @@ func TestWriteProducesTheDocumentAndItsCharts(t *testing.T) {
 	}
 	if !strings.Contains(string(svg), ">n/a<") {
 		t.Error("a bar whose figure is missing is not drawn as n/a")
+	}
+}
+
+func TestTablesByPrefixKeepsThePrefixOrder(t *testing.T) {
+	run := &record.Run{Figures: []record.Figure{
+		{Table: "Policy scale: request/response"}, {Table: "Policy scale: N rules ÷ 0 rules, per round"},
+		{Table: "Datapath, IPv4: x"}, {Table: "Policy scale: request/response"},
+	}}
+	got := tablesByPrefix(run, []string{"Policy scale: N rules", "Policy scale"})
+	if len(got) != 2 || got[0] != "Policy scale: N rules ÷ 0 rules, per round" || got[1] != "Policy scale: request/response" {
+		t.Errorf("tables %q", got)
+	}
+}
+
+func TestMethodOfARecordWithoutFamiliesSaysItIsIPv4(t *testing.T) {
+	run := sampleRun()
+	run.Datapath = nil
+	if md := string(Markdown(run, "bench")); !strings.Contains(md, "its datapath figures are IPv4") {
+		t.Error("an old record's method text does not say its figures are IPv4")
 	}
 }
