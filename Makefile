@@ -68,13 +68,13 @@ plugin: build
 run: build
 	./hack/run.sh
 
-# The benchmark (as root, ~40 minutes): membrane against a raw veth pair,
+# The benchmark (as root, about 33 minutes here): membrane against a raw veth pair,
 # Docker's bridge and iptables, on this machine, in interleaved rounds.
 # Writes bench/results/<time>.json, docs/benchmarks.md and docs/bench/*.svg.
 bench:
 	$(GO) run ./cmd/membrane-bench -mode full -docs
 
-# One short round of every benchmark measurement with small N, under three
+# One short round of every benchmark measurement with small N, under two
 # minutes; fails if any measurement fails. `make test` runs it so that the
 # harness cannot rot.
 bench-smoke:
