@@ -628,17 +628,22 @@ func (c *container) udpSend(t *testing.T, dst netip.Addr, port int) {
 	})
 }
 
-func TestPolicyInNamespaces(t *testing.T) {
+// newPair builds the topology of endpoints A and B and opens a datapath
+// pinned under pinDir, closed at the end of the test; nothing is attached.
+func newPair(t *testing.T, pinDir string) (*topology, *container, *container, *Datapath) {
+	t.Helper()
 	requireNetnsTools(t)
-
-	pinDir := tempPinDir(t)
 	topo := newTopology(t, epA, epB)
-	a, b := topo.containers[epA.ID], topo.containers[epB.ID]
 	d, err := Open(Config{PinDir: pinDir})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
+	return topo, topo.containers[epA.ID], topo.containers[epB.ID], d
+}
+
+func TestPolicyInNamespaces(t *testing.T) {
+	topo, a, b, d := newPair(t, tempPinDir(t))
 	inNetns(t, topo.host, func() {
 		for _, c := range []*container{a, b} {
 			if err := d.Attach(c.ep); err != nil {

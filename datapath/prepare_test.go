@@ -23,15 +23,8 @@ func hookPrograms(t *testing.T, ifindex int, attach ebpf.AttachType) []ebpf.Prog
 }
 
 func TestPreparedInterfaces(t *testing.T) {
-	requireNetnsTools(t)
 	pinDir := tempPinDir(t)
-	topo := newTopology(t, epA, epB)
-	a, b := topo.containers[epA.ID], topo.containers[epB.ID]
-	d, err := Open(Config{PinDir: pinDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
+	topo, a, b, d := newPair(t, pinDir)
 	info, err := d.placeholder.Info()
 	if err != nil {
 		t.Fatal(err)
