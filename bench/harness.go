@@ -10,10 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/membrane-net/membrane/bench/record"
+	"github.com/membrane-net/membrane/internal/testhost"
 )
 
 // ErrNotRoot is returned when the run cannot start for lack of privilege:
@@ -82,7 +82,9 @@ func Run(ctx context.Context, cfg Config) (*record.Run, error) {
 	if h.tools, err = findTools(ctx); err != nil {
 		return nil, err
 	}
-	unlock, err := lockMachine(ctx, h.log, cfg.LockTimeout)
+	unlock, err := testhost.Lock(ctx, cfg.LockTimeout, func() {
+		fmt.Fprintf(h.log, "bench: waiting for %s (an integration run or another benchmark holds it)\n", testhost.LockFile)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -143,10 +145,10 @@ func (h *harness) prepare(ctx context.Context) error {
 		return err
 	}
 	h.td.add("remove "+h.tmp, func() error {
-		unmountUnder(h.tmp)
+		testhost.UnmountUnder(h.tmp)
 		return os.RemoveAll(h.tmp)
 	})
-	if err := mountBPF(); err != nil {
+	if err := testhost.MountBPF(); err != nil {
 		return err
 	}
 	cleanStale(h.log)
@@ -166,8 +168,8 @@ func (h *harness) prepare(ctx context.Context) error {
 	}
 
 	h.logf("starting a private dockerd and membrane daemon (addresses from %s and %s)", h.plan.base, h.plan.base6)
-	h.forwardPolicy = forwardPolicies()
-	h.td.add("restore FORWARD policies", func() error { restoreForwardPolicies(h.log, h.forwardPolicy); return nil })
+	h.forwardPolicy = testhost.ForwardPolicies()
+	h.td.add("restore FORWARD policies", func() error { testhost.RestoreForwardPolicies(h.forwardPolicy, h.logf); return nil })
 	h.docker = newDockerd(filepath.Join(h.tmp, "docker"), h.tools.docker)
 	if err := os.MkdirAll(h.docker.dir, 0o700); err != nil {
 		return err
@@ -209,24 +211,6 @@ func (h *harness) prepare(ctx context.Context) error {
 		return err
 	}
 	h.td.add("close in-process datapath", h.inproc.close)
-	return nil
-}
-
-// mountBPF mounts the BPF filesystem where membrane pins its objects.
-func mountBPF() error {
-	mounts, err := os.ReadFile("/proc/mounts")
-	if err != nil {
-		return err
-	}
-	for _, line := range strings.Split(string(mounts), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 3 && f[1] == "/sys/fs/bpf" && f[2] == "bpf" {
-			return nil
-		}
-	}
-	if err := syscall.Mount("bpf", "/sys/fs/bpf", "bpf", 0, ""); err != nil {
-		return fmt.Errorf("mount bpf on /sys/fs/bpf: %w", err)
-	}
 	return nil
 }
 

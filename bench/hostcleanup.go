@@ -5,13 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -72,79 +68,5 @@ func removeHostRules(ctx context.Context, log io.Writer) {
 				}
 			}
 		}
-	}
-}
-
-// forwardPolicies reads the FORWARD chain policy of iptables and ip6tables.
-func forwardPolicies() map[string]string {
-	p := map[string]string{}
-	for _, tool := range []string{"iptables", "ip6tables"} {
-		out, err := exec.Command(tool, "-S", "FORWARD").Output()
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(out), "\n") {
-			if f := strings.Fields(line); len(f) == 3 && f[0] == "-P" && f[1] == "FORWARD" {
-				p[tool] = f[2]
-			}
-		}
-	}
-	return p
-}
-
-// restoreForwardPolicies puts back the policies found before dockerd set
-// DROP, unless another dockerd runs and may rely on DROP.
-func restoreForwardPolicies(log io.Writer, p map[string]string) {
-	if pids := otherDockerds(); len(pids) > 0 {
-		fmt.Fprintf(log, "bench: leaving the FORWARD policies alone: another dockerd runs (pid %v)\n", pids)
-		return
-	}
-	now := forwardPolicies()
-	for tool, policy := range p {
-		if now[tool] == policy {
-			continue
-		}
-		if out, err := exec.Command(tool, "-P", "FORWARD", policy).CombinedOutput(); err != nil {
-			fmt.Fprintf(log, "bench: %s -P FORWARD %s: %v: %s\n", tool, policy, err, out)
-		}
-	}
-}
-
-// otherDockerds lists the pids of running dockerd processes.
-func otherDockerds() []int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm")); err == nil && strings.TrimSpace(string(comm)) == "dockerd" {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-// unmountUnder lazily unmounts anything dockerd left mounted below dir,
-// deepest first, so that removing dir cannot cross into a mount.
-func unmountUnder(dir string) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	var points []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			points = append(points, f[4])
-		}
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(points)))
-	for _, p := range points {
-		_ = syscall.Unmount(p, syscall.MNT_DETACH)
 	}
 }

@@ -20,10 +20,6 @@ const (
 	// docker run timing.
 	bridgeDevice4  = "benchbr4"
 	containerLabel = "mbrbench=1" // on every container the harness creates
-
-	// lockFile is the integration suite's: holding it keeps the two from
-	// running at once.
-	lockFile = "/run/lock/membrane-it.lock"
 )
 
 // Ports of the traffic tools in every setup.

@@ -13,12 +13,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/membrane-net/membrane/internal/testhost"
 )
 
 // Names the harness shares with the membrane daemon it starts.
@@ -36,8 +36,6 @@ const (
 	tcpPort    = "7000"
 	udpPort    = "7001"
 	streamPort = "7002"
-
-	lockFile = "/run/lock/membrane-it.lock"
 )
 
 // Timeouts: nothing in the suite waits without one.
@@ -94,7 +92,9 @@ func run(m *testing.M) int {
 		fmt.Printf("integration: skipping all tests: %s\n", skipReason)
 		return m.Run()
 	}
-	unlock, err := lockRun()
+	unlock, err := testhost.Lock(context.Background(), lockTimeout, func() {
+		fmt.Printf("integration: waiting for another run to release %s\n", testhost.LockFile)
+	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "integration: %v\n", err)
 		return 1
@@ -156,38 +156,6 @@ func findBinary(name string, fallbacks ...string) (string, error) {
 	return "", fmt.Errorf("%s: %w", name, exec.ErrNotFound)
 }
 
-// lockRun serialises runs on one machine: they share the plugin socket
-// name, the BPF pin directory and the host device name.
-func lockRun() (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(lockFile), 0o755); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(lockFile, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(lockTimeout)
-	for said := false; ; {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", lockFile, err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("another integration run holds %s for more than %s", lockFile, lockTimeout)
-		}
-		if !said {
-			fmt.Printf("integration: waiting for another run to release %s\n", lockFile)
-			said = true
-		}
-		time.Sleep(time.Second)
-	}
-}
-
 func setup() error {
 	var err error
 	if h.goBin, err = findBinary("go", "/usr/local/go/bin/go"); err != nil {
@@ -221,33 +189,15 @@ func setup() error {
 	if h.v4Base, h.v6Base, err = freeBases(); err != nil {
 		return err
 	}
-	if err := mountBPF(); err != nil {
+	if err := testhost.MountBPF(); err != nil {
 		return err
 	}
 	cleanStale()
-	h.forwardPolicy = forwardPolicies()
+	h.forwardPolicy = testhost.ForwardPolicies()
 	if err := startDockerd(); err != nil {
 		return err
 	}
 	return buildImage()
-}
-
-// mountBPF mounts the BPF filesystem where membrane pins its maps.
-func mountBPF() error {
-	mounts, err := os.ReadFile("/proc/mounts")
-	if err != nil {
-		return err
-	}
-	for _, line := range strings.Split(string(mounts), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 3 && f[1] == "/sys/fs/bpf" && f[2] == "bpf" {
-			return nil
-		}
-	}
-	if err := syscall.Mount("bpf", "/sys/fs/bpf", "bpf", 0, ""); err != nil {
-		return fmt.Errorf("mount bpf on /sys/fs/bpf: %w", err)
-	}
-	return nil
 }
 
 // cleanStale removes what a crashed earlier run may have left under the
@@ -392,12 +342,14 @@ func teardown() {
 		cancel()
 		stopDockerd()
 		removeBridgeLeftovers()
-		restoreForwardPolicies(h.forwardPolicy)
+		testhost.RestoreForwardPolicies(h.forwardPolicy, func(format string, args ...any) {
+			fmt.Printf("integration: teardown: "+format+"\n", args...)
+		})
 	}
 	stopMembrane()
 	cleanStale()
 	if h.tmp != "" {
-		unmountUnder(h.tmp)
+		testhost.UnmountUnder(h.tmp)
 		if err := os.RemoveAll(h.tmp); err != nil {
 			fmt.Fprintf(os.Stderr, "integration: teardown: %v\n", err)
 		}
@@ -459,82 +411,6 @@ func removeBridgeLeftovers() {
 				}
 			}
 		}
-	}
-}
-
-// forwardPolicies reads the FORWARD chain policy of iptables and ip6tables.
-func forwardPolicies() map[string]string {
-	p := map[string]string{}
-	for _, tool := range []string{"iptables", "ip6tables"} {
-		out, err := exec.Command(tool, "-S", "FORWARD").Output()
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(out), "\n") {
-			if f := strings.Fields(line); len(f) == 3 && f[0] == "-P" && f[1] == "FORWARD" {
-				p[tool] = f[2]
-			}
-		}
-	}
-	return p
-}
-
-// restoreForwardPolicies puts back the policies dockerd found. The chains
-// dockerd created stay: any other dockerd on the host expects them.
-func restoreForwardPolicies(p map[string]string) {
-	if pids := otherDockerds(); len(pids) > 0 {
-		// Another dockerd may have set DROP meanwhile and relies on it.
-		fmt.Printf("integration: leaving the FORWARD policies alone: another dockerd runs (pid %v)\n", pids)
-		return
-	}
-	now := forwardPolicies()
-	for tool, policy := range p {
-		if now[tool] == policy {
-			continue
-		}
-		if out, err := exec.Command(tool, "-P", "FORWARD", policy).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "integration: teardown: %s -P FORWARD %s: %v: %s\n", tool, policy, err, out)
-		}
-	}
-}
-
-// otherDockerds lists the pids of running dockerd processes; call it after
-// the harness's own dockerd has exited.
-func otherDockerds() []int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm")); err == nil && strings.TrimSpace(string(comm)) == "dockerd" {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-// unmountUnder lazily unmounts anything dockerd left mounted below dir,
-// deepest first, so that removing dir cannot cross into a mount.
-func unmountUnder(dir string) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	var points []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			points = append(points, f[4])
-		}
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(points)))
-	for _, p := range points {
-		_ = syscall.Unmount(p, syscall.MNT_DETACH)
 	}
 }
 
