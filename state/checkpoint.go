@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	memdb "github.com/hashicorp/go-memdb"
 )
@@ -100,47 +103,140 @@ func removeTempFiles(dir string) error {
 }
 
 // encodeCheckpoint serializes every table readable through txn into a
-// complete checkpoint file image (header and payload).
-func encodeCheckpoint(txn *memdb.Txn) ([]byte, error) {
+// complete checkpoint file image (header and payload), as the parts to
+// write one after the other: a state of many policy rules makes a
+// checkpoint of many megabytes, which is not copied into one buffer.
+func encodeCheckpoint(txn *memdb.Txn) ([][]byte, int64, error) {
 	var data checkpointData
 	var err error
 	if data.Networks, err = ListNetworks(txn); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if data.Endpoints, err = ListEndpoints(txn); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if data.Pools, err = ListPools(txn); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if data.Addresses, err = ListAddresses(txn); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if data.Meta, err = ListMeta(txn); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if data.Identities, err = ListIdentities(txn); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if data.Policies, err = ListPolicies(txn); err != nil {
+		return nil, 0, err
+	}
+	parts, err := encodeCheckpointPayload(&data)
+	if err != nil {
+		return nil, 0, fmt.Errorf("checkpoint payload: %w", err)
+	}
+	h := sha256.New()
+	var n int64
+	for _, p := range parts {
+		h.Write(p)
+		n += int64(len(p))
+	}
+	header := make([]byte, checkpointHeaderSize)
+	off := copy(header, checkpointMagic)
+	binary.BigEndian.PutUint32(header[off:], checkpointVersion)
+	off += 4
+	binary.BigEndian.PutUint64(header[off:], uint64(n))
+	off += 8
+	h.Sum(header[off:off])
+	return append([][]byte{header}, parts...), int64(checkpointHeaderSize) + n, nil
+}
+
+// minParallelPolicies is the number of policy rows from which a
+// checkpoint encodes them on every CPU.
+const minParallelPolicies = 2048
+
+// encodeCheckpointPayload encodes data as encoding/json encodes a
+// checkpointData (and as decodeCheckpoint reads it), in parts to be
+// written in order. The policy rows, which are most of a large state, are
+// written without reflection (appendPolicy), on every CPU when they are
+// many; the other tables go through encoding/json.
+func encodeCheckpointPayload(data *checkpointData) ([][]byte, error) {
+	var head []byte
+	field := func(name string, v any) error {
+		if len(head) == 0 {
+			head = append(head, '{')
+		} else {
+			head = append(head, ',')
+		}
+		head = strconv.AppendQuote(head, name)
+		head = append(head, ':')
+		b, err := json.Marshal(v)
+		head = append(head, b...)
+		return err
+	}
+	for _, f := range []struct {
+		name string
+		v    any
+	}{
+		{"networks", data.Networks}, {"endpoints", data.Endpoints}, {"pools", data.Pools},
+		{"addresses", data.Addresses}, {"meta", data.Meta}, {"identities", data.Identities},
+	} {
+		if err := field(f.name, f.v); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.name, err)
+		}
+	}
+	head = append(head, `,"policies":`...)
+	if data.Policies == nil {
+		head = append(head, "null}\n"...)
+		return [][]byte{head}, nil
+	}
+	head = append(head, '[')
+	rows, err := encodePolicyRows(data.Policies)
+	if err != nil {
+		return nil, fmt.Errorf("policies: %w", err)
+	}
+	parts := append([][]byte{head}, rows...)
+	return append(parts, []byte("]}\n")), nil
+}
+
+// encodePolicyRows encodes policy rows as non-empty runs of JSON objects
+// that join into a comma-separated list: every run but the first starts
+// with a comma.
+func encodePolicyRows(rows []*Policy) ([][]byte, error) {
+	encode := func(chunk []*Policy, first bool) ([]byte, error) {
+		size := 0
+		for _, p := range chunk {
+			size += policyRowSize(p)
+		}
+		b := make([]byte, 0, size+len(chunk))
+		var err error
+		for i, p := range chunk {
+			if i > 0 || !first {
+				b = append(b, ',')
+			}
+			if b, err = appendPolicy(b, p); err != nil {
+				return nil, fmt.Errorf("policy %q: %w", p.Name, err)
+			}
+		}
+		return b, nil
+	}
+	if len(rows) < minParallelPolicies {
+		b, err := encode(rows, true)
+		return [][]byte{b}, err
+	}
+	n := min(runtime.GOMAXPROCS(0), 8)
+	size := (len(rows) + n - 1) / n
+	parts := make([][]byte, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		chunk := rows[min(i*size, len(rows)):min((i+1)*size, len(rows))]
+		wg.Go(func() { parts[i], errs[i] = encode(chunk, i == 0) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-
-	var buf bytes.Buffer
-	buf.Write(make([]byte, checkpointHeaderSize)) // filled in below
-	if err := json.NewEncoder(&buf).Encode(&data); err != nil {
-		return nil, fmt.Errorf("checkpoint payload: %w", err)
-	}
-	b := buf.Bytes()
-	payload := b[checkpointHeaderSize:]
-	sum := sha256.Sum256(payload)
-	off := copy(b, checkpointMagic)
-	binary.BigEndian.PutUint32(b[off:], checkpointVersion)
-	off += 4
-	binary.BigEndian.PutUint64(b[off:], uint64(len(payload)))
-	off += 8
-	copy(b[off:], sum[:])
-	return b, nil
+	return slices.DeleteFunc(parts, func(p []byte) bool { return len(p) == 0 }), nil
 }
 
 // decodeCheckpoint validates a checkpoint file image and loads it into a new
@@ -259,6 +355,11 @@ func loadTables(txn *memdb.Txn, data *checkpointData) error {
 // renamed reports whether the new file may have replaced name, even when an
 // error is returned.
 func writeFileDurable(dir, name string, b []byte) (renamed bool, err error) {
+	return writePartsDurable(dir, name, [][]byte{b})
+}
+
+// writePartsDurable is writeFileDurable for the concatenation of parts.
+func writePartsDurable(dir, name string, parts [][]byte) (renamed bool, err error) {
 	f, err := os.CreateTemp(dir, tempPattern)
 	if err != nil {
 		return false, err
@@ -269,9 +370,11 @@ func writeFileDurable(dir, name string, b []byte) (renamed bool, err error) {
 			os.Remove(tmp) // best effort; Open removes leftovers too
 		}
 	}()
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return false, err
+	for _, b := range parts {
+		if _, err := f.Write(b); err != nil {
+			f.Close()
+			return false, err
+		}
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()

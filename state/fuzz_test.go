@@ -36,7 +36,7 @@ func FuzzDecodeCheckpoint(f *testing.F) {
 		}
 		if db != nil {
 			// Whatever loads must encode and load again.
-			again, err := encodeCheckpoint(db.Txn(false))
+			again, err := checkpointImage(db.Txn(false))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -76,7 +76,7 @@ func FuzzDecodeJournalRecord(f *testing.F) {
 		if (tail == nil) != (valid == int64(len(image))) {
 			t.Fatalf("valid prefix %d of %d bytes, tail error %v", valid, len(image), tail)
 		}
-		b, err := encodeCheckpoint(db.Txn(false))
+		b, err := checkpointImage(db.Txn(false))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -179,6 +179,25 @@ const minParallelChanges = 2048
 // ({"table":"meta","put":{"Key":"","Value":""}} is 45 bytes).
 const minChangeSize = 40
 
+// minRecordSize is less than the size of the record encodeJournalRecord
+// makes of changes, and close to it for an import of many policy rules
+// (their names and rules are most of it): a write whose record cannot fit
+// the journal goes to a checkpoint without being encoded first.
+func minRecordSize(changes memdb.Changes) int64 {
+	n := int64(journalHeaderSize)
+	for _, c := range changes {
+		n += minChangeSize
+		obj := c.After
+		if obj == nil {
+			obj = c.Before
+		}
+		if p, ok := obj.(*Policy); ok {
+			n += int64(len(p.Name) + base64.StdEncoding.EncodedLen(len(p.Rule)))
+		}
+	}
+	return n
+}
+
 // changeSizeHint is about what a change encodes to (a stored rule is some
 // 400 bytes in base64): buffers start that large a change.
 const changeSizeHint = 512
@@ -238,6 +257,13 @@ func appendObject(b []byte, obj any) ([]byte, error) {
 	return append(b, raw...), err
 }
 
+// policyRowSize is about what appendPolicy writes for p (exact but for
+// an escaped name and the digits of the revision and time), to size
+// buffers; never less than len(p.Name) plus the base64 of p.Rule.
+func policyRowSize(p *Policy) int {
+	return len(p.Name) + base64.StdEncoding.EncodedLen(len(p.Rule)) + 96
+}
+
 func appendPolicy(b []byte, p *Policy) ([]byte, error) {
 	imported, err := p.Imported.MarshalJSON()
 	if err != nil {
@@ -259,11 +285,13 @@ func appendPolicy(b []byte, p *Policy) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// appendJSONString appends s as a JSON string: plain printable ASCII as it
-// is, anything else through encoding/json.
+// appendJSONString appends s as a JSON string, byte for byte as
+// encoding/json writes it: plain printable ASCII as it is, anything else
+// (escapes, non-ASCII, and the <, > and & that encoding/json escapes for
+// HTML) through encoding/json.
 func appendJSONString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
 			q, _ := json.Marshal(s) // a string always encodes
 			return append(b, q...)
 		}

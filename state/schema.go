@@ -179,10 +179,42 @@ func policiesTableSchema() *memdb.TableSchema {
 			IndexID: {
 				Name:    IndexID,
 				Unique:  true,
-				Indexer: &memdb.StringFieldIndex{Field: "Name"},
+				Indexer: policyNameIndex{},
 			},
 		},
 	}
+}
+
+// policyNameIndex indexes policies by Name, as memdb.StringFieldIndex
+// {Field: "Name"} does (the name followed by "\x00"; an empty name is not
+// indexed) but without reflection: imports insert policies by the
+// thousand, and reflection was a third of each insert's allocations.
+type policyNameIndex struct{}
+
+var (
+	_ memdb.SingleIndexer = policyNameIndex{}
+	_ memdb.PrefixIndexer = policyNameIndex{}
+)
+
+func (policyNameIndex) FromObject(obj any) (bool, []byte, error) {
+	p, ok := obj.(*Policy)
+	if !ok {
+		return false, nil, fmt.Errorf("object %T is not a *Policy", obj)
+	}
+	if p.Name == "" {
+		return false, nil, nil
+	}
+	key := make([]byte, len(p.Name)+1)
+	copy(key, p.Name)
+	return true, key, nil
+}
+
+func (x policyNameIndex) FromArgs(args ...any) ([]byte, error) {
+	return (&memdb.StringFieldIndex{Field: "Name"}).FromArgs(args...)
+}
+
+func (x policyNameIndex) PrefixFromArgs(args ...any) ([]byte, error) {
+	return (&memdb.StringFieldIndex{Field: "Name"}).PrefixFromArgs(args...)
 }
 
 // anyStringFieldIndex indexes a string field, the empty string included.

@@ -35,6 +35,17 @@ type Store struct {
 	journalMin int64
 	// checkpointEveryWrite turns the journal off (tests of checkpoints).
 	checkpointEveryWrite bool
+
+	// Old checkpoints and journals are deleted in the background (see
+	// prune): pruning tracks that; lastPrune is closed when the latest
+	// prune is done (each waits for the one before, so that one that
+	// could not delete a checkpoint has said so before the next decides
+	// which journals go; guarded by mu); pruneMu guards undeleted, the
+	// checkpoints a prune could not delete (to try again).
+	pruning   sync.WaitGroup
+	lastPrune chan struct{}
+	pruneMu   sync.Mutex
+	undeleted []uint64
 }
 
 // Restored tells what Open loaded.
@@ -181,7 +192,7 @@ func (s *Store) appendRecord(changes memdb.Changes) (bool, error) {
 		return false, nil
 	}
 	limit := max(s.journalMin, s.checkpointSize)
-	if s.journalSize+int64(len(changes))*minChangeSize > limit {
+	if s.journalSize+minRecordSize(changes) > limit {
 		return false, nil // too large for sure: spare the encoding
 	}
 	rec, err := encodeJournalRecord(changes)
@@ -230,19 +241,19 @@ func (s *Store) closeJournal() {
 // checkpoint writes the state seen by txn as the next checkpoint file and
 // prunes old ones. s.mu must be held.
 func (s *Store) checkpoint(txn *memdb.Txn) error {
-	b, err := encodeCheckpoint(txn)
+	parts, size, err := encodeCheckpoint(txn)
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	seq := s.seq + 1
 	name := checkpointName(seq)
-	renamed, err := writeFileDurable(s.dir, name, b)
+	renamed, err := writePartsDurable(s.dir, name, parts)
 	if renamed {
 		s.seq = seq
 		s.files = append(s.files, seq)
 		// The new checkpoint starts a journal of its own.
 		s.closeJournal()
-		s.appendable, s.journalSize, s.checkpointSize = true, 0, int64(len(b))
+		s.appendable, s.journalSize, s.checkpointSize = true, 0, size
 	}
 	if err != nil {
 		if renamed {
@@ -261,35 +272,56 @@ func (s *Store) checkpoint(txn *memdb.Txn) error {
 	return nil
 }
 
-// prune deletes all but the newest checkpointsKept checkpoint files. The new
-// checkpoint is already durable, so a file that cannot be deleted stays in
-// the list and is tried again after the next write.
+// prune deletes all but the newest checkpointsKept checkpoint files, and
+// the journals of those it deletes, in the background: the new checkpoint
+// is durable already, and deleting a file of tens of megabytes takes tens
+// of milliseconds, which the write that made the checkpoint need not wait
+// for. A checkpoint that cannot be deleted is tried again after the next
+// one. s.mu must be held.
 func (s *Store) prune() {
-	defer s.pruneJournals()
-	if len(s.files) <= checkpointsKept {
-		return
+	s.pruneMu.Lock()
+	if len(s.undeleted) > 0 {
+		s.files = append(slices.Sorted(slices.Values(s.undeleted)), s.files...)
+		s.undeleted = nil
 	}
-	old := s.files[:len(s.files)-checkpointsKept]
-	var kept []uint64
-	for _, seq := range old {
-		err := os.Remove(filepath.Join(s.dir, checkpointName(seq)))
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			kept = append(kept, seq)
+	s.pruneMu.Unlock()
+	var old []uint64
+	if len(s.files) > checkpointsKept {
+		old = slices.Clone(s.files[:len(s.files)-checkpointsKept])
+		s.files = s.files[len(s.files)-checkpointsKept:]
+	}
+	oldest := s.files[0]
+	prev, done := s.lastPrune, make(chan struct{})
+	s.lastPrune = done
+	s.pruning.Go(func() {
+		defer close(done)
+		if prev != nil {
+			<-prev
 		}
-	}
-	s.files = append(kept, s.files[len(s.files)-checkpointsKept:]...)
-	s.pruneJournals()
+		s.pruneMu.Lock()
+		defer s.pruneMu.Unlock()
+		for _, seq := range old {
+			err := os.Remove(filepath.Join(s.dir, checkpointName(seq)))
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				s.undeleted = append(s.undeleted, seq)
+			}
+		}
+		for _, seq := range s.undeleted {
+			oldest = min(oldest, seq) // its journal goes with it
+		}
+		s.pruneJournals(oldest)
+	})
 }
 
-// pruneJournals deletes the journals of checkpoints no longer kept; like
-// prune, it tries again after the next checkpoint.
-func (s *Store) pruneJournals() {
+// pruneJournals deletes the journals of the checkpoints before oldest;
+// like prune, it tries again after the next checkpoint.
+func (s *Store) pruneJournals(oldest uint64) {
 	seqs, err := listJournals(s.dir)
-	if err != nil || len(s.files) == 0 {
+	if err != nil {
 		return
 	}
 	for _, seq := range seqs {
-		if seq < s.files[0] {
+		if seq < oldest {
 			os.Remove(filepath.Join(s.dir, journalName(seq))) // best effort
 		}
 	}

@@ -79,6 +79,7 @@ func mustWrite(t *testing.T, s *Store, fn func(txn *memdb.Txn) error) {
 	if err := s.Write(fn); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
+	s.waitPruned()
 }
 
 func checkpointFiles(t *testing.T, dir string) []string {
@@ -449,7 +450,7 @@ func TestDecodeCheckpointRejectsValidChecksumOverBadContent(t *testing.T) {
 // frame wraps a payload in a correct header.
 func frame(payload []byte) []byte {
 	db, _ := newDB()
-	b, _ := encodeCheckpoint(db.Txn(false)) // a valid header for an empty state
+	b, _ := checkpointImage(db.Txn(false)) // a valid header for an empty state
 	b = append(b[:checkpointHeaderSize:checkpointHeaderSize], payload...)
 	return reframe(b)
 }
@@ -653,6 +654,7 @@ func TestConcurrentWritersGetDistinctIndexesInCommitOrder(t *testing.T) {
 	}
 	// Checkpoint k holds exactly k networks: each write's checkpoint
 	// includes all earlier commits.
+	s.waitPruned()
 	for _, name := range checkpointFiles(t, dir) {
 		seq, _ := parseCheckpointName(name)
 		db, _, err := readCheckpoint(filepath.Join(dir, name))
