@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -39,11 +40,12 @@ type cidrPeer struct {
 // compiledSection is one ingress/egress (deny) list entry, checked and
 // parsed.
 type compiledSection struct {
-	anyPeer   bool // no peer list: every peer
-	endpoints []labels.Selector
-	entities  []Entity
-	cidrs     []cidrPeer
-	l4        []l4 // nil: every protocol and port
+	anyPeer      bool // no peer list: every peer
+	endpoints    []labels.Selector
+	endpointKeys []string // selectorKey of each of endpoints
+	entities     []Entity
+	cidrs        []cidrPeer
+	l4           []l4 // nil: every protocol and port
 }
 
 const (
@@ -54,6 +56,7 @@ const (
 // compiledRule is a rule checked and parsed for resolution.
 type compiledRule struct {
 	subject     labels.Selector
+	subjectKey  string                  // selectorKey(subject)
 	sections    [2][2][]compiledSection // [Direction][allowList, denyList]
 	defaultDeny [2]bool                 // the rule puts its subjects into default deny, per Direction
 }
@@ -64,6 +67,11 @@ type compiler struct {
 	fix   bool
 	paths bool // build paths; without, every path is ""
 	errs  []error
+	// known holds the selectors that many rules share (see
+	// fastSelector), by their MatchLabels map (they have no
+	// matchExpressions): with their selectorKey once one was checked
+	// valid, with "" until then. Nil for none.
+	known map[uintptr]string
 }
 
 func (c *compiler) child(path, key string) string {
@@ -88,7 +96,13 @@ func (c *compiler) fail(path, format string, args ...any) {
 // the problems found. Building paths costs more than the rest; callers
 // compile without them first and again with them when there are problems.
 func compileRule(r *Rule, path string, fix, paths bool) (*compiledRule, []error) {
-	c := &compiler{fix: fix, paths: paths}
+	return compileRuleKnown(r, path, fix, paths, nil)
+}
+
+// compileRuleKnown is compileRule with the selectors known valid (see
+// compiler.known), which it adds to.
+func compileRuleKnown(r *Rule, path string, fix, paths bool, known map[uintptr]string) (*compiledRule, []error) {
+	c := &compiler{fix: fix, paths: paths, known: known}
 	cr := &compiledRule{subject: r.EndpointSelector}
 
 	for i, l := range r.Labels {
@@ -161,11 +175,112 @@ func compileRule(r *Rule, path string, fix, paths bool) (*compiledRule, []error)
 	if len(c.errs) > 0 {
 		return nil, c.errs
 	}
+	cr.subjectKey = c.key(cr.subject)
+	forEachSection(cr, func(s *compiledSection) {
+		if len(s.endpoints) == 0 {
+			return
+		}
+		s.endpointKeys = make([]string, len(s.endpoints))
+		for i, sel := range s.endpoints {
+			s.endpointKeys[i] = c.key(sel)
+		}
+	})
 	return cr, nil
+}
+
+// sharedMap returns the identity of a selector's MatchLabels map when the
+// selector may be in compiler.known: it has labels and no expressions.
+func sharedMap(s labels.Selector) (uintptr, bool) {
+	if s.MatchLabels == nil || s.MatchExpressions != nil {
+		return 0, false
+	}
+	return reflect.ValueOf(s.MatchLabels).Pointer(), true
+}
+
+// key returns the selectorKey of a selector checked valid, and remembers
+// it in c.known for a shared selector.
+func (c *compiler) key(s labels.Selector) string {
+	id, ok := sharedMap(s)
+	if !ok {
+		return selectorKey(s)
+	}
+	k, shared := c.known[id]
+	if k == "" {
+		k = selectorKey(s)
+		if shared {
+			c.known[id] = k
+		}
+	}
+	return k
+}
+
+// selectorKey is a canonical key of a selector: two selectors have the
+// same key exactly when they have the same labels.Selector.String. It is
+// what resolution memoizes and an Index shares selectors by, computed once
+// per selector of a compiled rule, at a fraction of String's cost (no
+// quoting; lengths and counts, each closed by a separator, tell the parts
+// apart).
+func selectorKey(sel labels.Selector) string {
+	if sel.Empty() {
+		return ""
+	}
+	var stack [4]string
+	keys := stack[:0]
+	size := 8
+	for k, v := range sel.MatchLabels {
+		keys = append(keys, k)
+		size += len(k) + len(v) + 8
+	}
+	if len(keys) > 1 {
+		slices.SortFunc(keys, func(x, y string) int {
+			if c := strings.Compare(labels.LabelKey(x), labels.LabelKey(y)); c != 0 {
+				return c
+			}
+			return strings.Compare(x, y)
+		})
+	}
+	for _, r := range sel.MatchExpressions {
+		size += len(r.Key) + len(r.Operator) + 8
+		for _, v := range r.Values {
+			size += len(v) + 4
+		}
+	}
+	var buf [128]byte
+	b := buf[:0]
+	if size > len(buf) {
+		b = make([]byte, 0, size)
+	}
+	b = strconv.AppendInt(b, int64(len(keys)), 10)
+	b = append(b, '=')
+	for _, k := range keys {
+		b = appendKeyPart(b, labels.LabelKey(k))
+		b = appendKeyPart(b, sel.MatchLabels[k])
+	}
+	for _, r := range sel.MatchExpressions {
+		b = append(b, '&')
+		b = appendKeyPart(b, labels.LabelKey(r.Key))
+		b = appendKeyPart(b, r.Operator)
+		b = strconv.AppendInt(b, int64(len(r.Values)), 10)
+		b = append(b, '#') // ends the count: the first value's length follows
+		for _, v := range r.Values {
+			b = appendKeyPart(b, v)
+		}
+	}
+	return string(b)
+}
+
+// appendKeyPart appends s to a selectorKey, after its length.
+func appendKeyPart(b []byte, s string) []byte {
+	b = strconv.AppendInt(b, int64(len(s)), 10)
+	b = append(b, ':')
+	return append(b, s...)
 }
 
 // selector checks a selector and reports its problems under path.
 func (c *compiler) selector(s labels.Selector, path string) {
+	if id, ok := sharedMap(s); ok && c.known[id] != "" {
+		return // checked valid already
+	}
 	err := s.Validate()
 	if err == nil {
 		return

@@ -15,7 +15,7 @@ import (
 // writes for the rule (tests hold it to that), so stored rules and the
 // names derived from them do not depend on which of the two wrote them.
 func Encode(r *Rule) []byte {
-	b := make([]byte, 0, 256)
+	b := make([]byte, 0, 512)
 	return appendRule(b, r)
 }
 
@@ -31,25 +31,25 @@ func appendRule(b []byte, r *Rule) []byte {
 	if len(r.Ingress) > 0 {
 		b = appendKey(b, &first, "ingress")
 		b = appendList(b, r.Ingress, func(b []byte, s *IngressRule) []byte {
-			return appendSection(b, "from", sectionView{s.FromEndpoints, s.FromEntities, s.FromCIDR, s.FromCIDRSet, portLists(s.ToPorts), s.ICMPs})
+			return appendSection(b, fromPeers, sectionView{s.FromEndpoints, s.FromEntities, s.FromCIDR, s.FromCIDRSet, portLists(s.ToPorts), s.ICMPs})
 		})
 	}
 	if len(r.IngressDeny) > 0 {
 		b = appendKey(b, &first, "ingressDeny")
 		b = appendList(b, r.IngressDeny, func(b []byte, s *IngressDenyRule) []byte {
-			return appendSection(b, "from", sectionView{s.FromEndpoints, s.FromEntities, s.FromCIDR, s.FromCIDRSet, denyPortLists(s.ToPorts), s.ICMPs})
+			return appendSection(b, fromPeers, sectionView{s.FromEndpoints, s.FromEntities, s.FromCIDR, s.FromCIDRSet, denyPortLists(s.ToPorts), s.ICMPs})
 		})
 	}
 	if len(r.Egress) > 0 {
 		b = appendKey(b, &first, "egress")
 		b = appendList(b, r.Egress, func(b []byte, s *EgressRule) []byte {
-			return appendSection(b, "to", sectionView{s.ToEndpoints, s.ToEntities, s.ToCIDR, s.ToCIDRSet, portLists(s.ToPorts), s.ICMPs})
+			return appendSection(b, toPeers, sectionView{s.ToEndpoints, s.ToEntities, s.ToCIDR, s.ToCIDRSet, portLists(s.ToPorts), s.ICMPs})
 		})
 	}
 	if len(r.EgressDeny) > 0 {
 		b = appendKey(b, &first, "egressDeny")
 		b = appendList(b, r.EgressDeny, func(b []byte, s *EgressDenyRule) []byte {
-			return appendSection(b, "to", sectionView{s.ToEndpoints, s.ToEntities, s.ToCIDR, s.ToCIDRSet, denyPortLists(s.ToPorts), s.ICMPs})
+			return appendSection(b, toPeers, sectionView{s.ToEndpoints, s.ToEntities, s.ToCIDR, s.ToCIDRSet, denyPortLists(s.ToPorts), s.ICMPs})
 		})
 	}
 	if dd := r.EnableDefaultDeny; dd != nil {
@@ -91,23 +91,23 @@ func denyPortLists(rules []PortDenyRule) [][]PortProtocol {
 
 // appendSection writes an ingress or egress entry; peer lists that are
 // present are written even when empty (they then select nothing).
-func appendSection(b []byte, dir string, s sectionView) []byte {
+func appendSection(b []byte, names peerNames, s sectionView) []byte {
 	b = append(b, '{')
 	first := true
 	if s.endpoints != nil {
-		b = appendKey(b, &first, dir+"Endpoints")
+		b = appendKey(b, &first, names.endpoints)
 		b = appendList(b, s.endpoints, appendSelector)
 	}
 	if s.entities != nil {
-		b = appendKey(b, &first, dir+"Entities")
+		b = appendKey(b, &first, names.entities)
 		b = appendList(b, s.entities, func(b []byte, e *Entity) []byte { return appendString(b, string(*e)) })
 	}
 	if s.cidr != nil {
-		b = appendKey(b, &first, dir+"CIDR")
+		b = appendKey(b, &first, names.cidr)
 		b = appendList(b, s.cidr, func(b []byte, c *string) []byte { return appendString(b, *c) })
 	}
 	if s.cidrSet != nil {
-		b = appendKey(b, &first, dir+"CIDRSet")
+		b = appendKey(b, &first, names.cidrSet)
 		b = appendList(b, s.cidrSet, appendCIDRRule)
 	}
 	if len(s.ports) > 0 {
@@ -149,7 +149,8 @@ func appendSelector(b []byte, s *labels.Selector) []byte {
 	if len(s.MatchLabels) > 0 {
 		b = appendKey(b, &first, "matchLabels")
 		b = append(b, '{')
-		keys := make([]string, 0, len(s.MatchLabels))
+		var stack [4]string
+		keys := stack[:0]
 		for k := range s.MatchLabels {
 			keys = append(keys, k)
 		}

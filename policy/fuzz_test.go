@@ -39,6 +39,8 @@ func FuzzParse(f *testing.F) {
 		if par, _, ok := parseArrayInParallel(data); ok && (err != nil || !reflect.DeepEqual(par, rules)) {
 			t.Fatalf("parallel reading gives %v; Parse %v, %v", par, rules, err)
 		}
+		// Their fast decoder reads a rule as the tree does, or not at all.
+		checkFastRule(t, data, "fuzz input")
 		for i := range rules {
 			if enc, want := Encode(&rules[i]), mustMarshal(t, rules[i]); !bytes.Equal(enc, want) {
 				t.Fatalf("rule %d: Encode gives %s, encoding/json %s", i, enc, want)

@@ -339,7 +339,7 @@ func (x *Index) Changes() Delta {
 			x.keys[k] = c
 		}
 	}
-	clear(x.dirtyKeys)
+	x.dirtyKeys = emptied(x.dirtyKeys)
 	for id := range x.dirtySubject {
 		c := x.enforce[id]
 		if e := c.enforcement(); e != c.reported {
@@ -352,8 +352,25 @@ func (x *Index) Changes() Delta {
 			x.enforce[id] = c
 		}
 	}
-	clear(x.dirtySubject)
+	x.dirtySubject = emptied(x.dirtySubject)
 	return d
+}
+
+// largeMap is the number of entries from which emptied replaces a map
+// rather than clearing it.
+const largeMap = 1024
+
+// emptied returns m empty: cleared, or a new map when m holds many
+// entries. Clearing a map, and ranging over it, costs what it once held
+// rather than what it holds, so a map that one large change filled would
+// slow every later change down (adding one rule to 100,000 spent most of
+// its time here).
+func emptied[K comparable, V any](m map[K]V) map[K]V {
+	if len(m) >= largeMap {
+		return make(map[K]V)
+	}
+	clear(m)
+	return m
 }
 
 // Result returns the whole resolution, as Resolve would.
@@ -383,8 +400,7 @@ type sharedSelector struct {
 // internSelectors makes the compiled rule use the index's copy of each of
 // its selectors. The rule's own (from Parse) can then be collected.
 func (x *Index) internSelectors(cr *compiledRule) {
-	intern := func(sel labels.Selector) labels.Selector {
-		key := sel.String()
+	intern := func(sel labels.Selector, key string) labels.Selector {
 		shared, ok := x.selectors[key]
 		if !ok {
 			shared = &sharedSelector{sel: sel}
@@ -393,14 +409,14 @@ func (x *Index) internSelectors(cr *compiledRule) {
 		shared.uses++
 		return shared.sel
 	}
-	cr.subject = intern(cr.subject)
+	cr.subject = intern(cr.subject, cr.subjectKey)
 	forEachSection(cr, func(s *compiledSection) {
 		if len(s.endpoints) == 0 {
 			return
 		}
 		shared := make([]labels.Selector, len(s.endpoints)) // the rule's slice is the rule's
 		for i, sel := range s.endpoints {
-			shared[i] = intern(sel)
+			shared[i] = intern(sel, s.endpointKeys[i])
 		}
 		s.endpoints = shared
 	})
@@ -408,18 +424,17 @@ func (x *Index) internSelectors(cr *compiledRule) {
 
 // releaseSelectors gives up a deleted rule's uses of shared selectors.
 func (x *Index) releaseSelectors(cr *compiledRule) {
-	release := func(sel labels.Selector) {
-		key := sel.String()
+	release := func(key string) {
 		if shared, ok := x.selectors[key]; ok {
 			if shared.uses--; shared.uses == 0 {
 				delete(x.selectors, key)
 			}
 		}
 	}
-	release(cr.subject)
+	release(cr.subjectKey)
 	forEachSection(cr, func(s *compiledSection) {
-		for _, sel := range s.endpoints {
-			release(sel)
+		for _, key := range s.endpointKeys {
+			release(key)
 		}
 	})
 }
@@ -427,13 +442,13 @@ func (x *Index) releaseSelectors(cr *compiledRule) {
 // resolveRule works out what ir contributes under the current identities.
 func (x *Index) resolveRule(ir *indexedRule) {
 	cr := ir.compiled
-	ir.subjects = x.r.match(cr.subject)
+	ir.subjects = x.r.match(cr.subject, cr.subjectKey)
 	ir.keys = ir.keys[:0]
 	if len(ir.subjects) == 0 {
 		return
 	}
 	entries := x.scratch // one map for every rule: most give a key or two
-	defer clear(entries)
+	defer func() { x.scratch = emptied(entries) }()
 	for dir := range cr.sections {
 		for which, list := range cr.sections[dir] {
 			verdict := Allow

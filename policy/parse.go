@@ -24,6 +24,11 @@ import (
 // is IPv4), CIDRs masked (a bare address becomes a /32 or /128), and
 // empty lists that mean nothing dropped. Peer lists keep the difference
 // between absent and empty.
+//
+// Rules read from one document may share their selectors' MatchLabels
+// maps and MatchExpressions slices (a large document repeats a few
+// selectors many times, and each is decoded once); the rules are for
+// reading: copy a selector before changing it.
 func Parse(data []byte) ([]Rule, error) {
 	rules, _, err := ParseCompiled(data)
 	return rules, err
@@ -179,19 +184,29 @@ func parseArrayInParallel(data []byte) ([]Rule, []Compiled, bool) {
 // which must end at a ',' or the closing ']'.
 func parseElement(p *jsonParser, start int, r *Rule, c *Compiled) bool {
 	p.pos = start
-	n, err := p.value("", 1)
-	if err != nil {
-		return false
+	if !p.fastRule(r) || !elementEnds(p) {
+		// Not in the fast path's shape, or not valid: the usual way.
+		*r = Rule{}
+		p.pos = start
+		n, err := p.value("", 1)
+		if err != nil || !elementEnds(p) {
+			return false
+		}
+		d := &decoder{}
+		if *r = d.rule(n, ""); len(d.errs) > 0 {
+			return false
+		}
 	}
-	p.skipSpace()
-	if p.pos >= len(p.data) || (p.data[p.pos] != ',' && p.data[p.pos] != ']') {
-		return false
-	}
-	d := &decoder{}
-	*r = d.rule(n, "")
-	cr, errs := compileRule(r, "", true, false)
+	cr, errs := compileRuleKnown(r, "", true, false, p.known)
 	c.cr = cr
-	return len(d.errs) == 0 && len(errs) == 0
+	return len(errs) == 0
+}
+
+// elementEnds reports whether an array element ends at p.pos: a ',' or
+// the closing ']' follows.
+func elementEnds(p *jsonParser) bool {
+	p.skipSpace()
+	return p.pos < len(p.data) && (p.data[p.pos] == ',' || p.data[p.pos] == ']')
 }
 
 // arrayElements returns where each element of the top-level JSON array in

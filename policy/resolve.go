@@ -143,7 +143,7 @@ func Resolve(in Input) (Result, error) {
 		Enforcement: make(map[labels.Identity]Enforcement),
 	}
 	for _, cr := range compiled {
-		subjects := r.match(cr.subject)
+		subjects := r.match(cr.subject, cr.subjectKey)
 		if len(subjects) == 0 {
 			continue
 		}
@@ -255,12 +255,12 @@ func newResolver(in Input) *resolver {
 	return r
 }
 
-// match returns the endpoint identities a selector selects, sorted.
-func (r *resolver) match(sel labels.Selector) []labels.Identity {
+// match returns the endpoint identities a selector selects, sorted; key
+// is the selector's selectorKey.
+func (r *resolver) match(sel labels.Selector, key string) []labels.Identity {
 	if sel.Empty() {
 		return r.ids
 	}
-	key := sel.String()
 	if ids, ok := r.memo[key]; ok {
 		return ids
 	}
@@ -336,8 +336,8 @@ func (r *resolver) peers(s *compiledSection) []labels.Identity {
 		return []labels.Identity{labels.IdentityUnknown}
 	}
 	var out []labels.Identity
-	for _, sel := range s.endpoints {
-		out = append(out, r.match(sel)...)
+	for i, sel := range s.endpoints {
+		out = append(out, r.match(sel, s.endpointKeys[i])...)
 	}
 	for _, e := range s.entities {
 		switch e {

@@ -11,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/membrane-net/membrane/labels"
 )
 
 // A document is read in two steps: JSON or YAML text becomes a tree of
@@ -106,6 +108,10 @@ type jsonParser struct {
 	pos   int
 	paths bool   // build paths for errors
 	slab  []node // nodes are allocated from here, a chunk at a time
+	// selectors the fast path decoded, by their text (see fastSelector),
+	// and the keys of those compiled (see compiler.known)
+	selectors map[string]labels.Selector
+	known     map[uintptr]string
 }
 
 func (p *jsonParser) newNode(k kind) *node {
