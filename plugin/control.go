@@ -83,6 +83,17 @@ func (c *controller) status() (applied uint64, lockdown []uint32) {
 	return c.applied, lockdown
 }
 
+// ruleCount returns the number of stored rules, as the controller's mirror
+// of them counts it, and false when there is no mirror (see policySet).
+func (c *controller) ruleCount() (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pol == nil {
+		return 0, false
+	}
+	return c.pol.index.Len(), true
+}
+
 // enforcementOf reports how policy applies to an identity right now.
 func (c *controller) enforcementOf(id uint32) (e policy.Enforcement, lockdown bool, applied uint64) {
 	c.mu.Lock()
@@ -186,7 +197,7 @@ func (c *controller) ImportPolicy(data []byte) (uint64, error) {
 	}
 	puts := encodeRules(rules)
 	return c.changePolicy(puts, rules, compiled, func(txn *memdb.Txn, rev uint64) (*policyChange, error) {
-		ch := &policyChange{puts: puts, rules: rules}
+		ch := &policyChange{puts: puts, rules: rules, compiled: compiled}
 		now := c.now()
 		for _, p := range ch.puts {
 			row := &state.Policy{Name: p.name, Rule: p.canon, Revision: rev, Imported: now}
@@ -264,9 +275,10 @@ func (c *controller) DeletePolicy(name string, all bool) (uint64, error) {
 
 // policyChange is what one import or delete did to the stored rules.
 type policyChange struct {
-	puts    []policyPut
-	rules   []policy.Rule // the rules of puts, in order
-	deletes []string
+	puts     []policyPut
+	rules    []policy.Rule     // the rules of puts, in order
+	compiled []policy.Compiled // the rules of puts as Parse compiled them, if known
+	deletes  []string
 }
 
 // policyPut is one rule imported: its name, stored form and parsed form.
@@ -292,7 +304,11 @@ func (c *controller) changePolicy(imports []policyPut, rules []policy.Rule, comp
 		ch  *policyChange
 		ids identityChange
 	)
-	prepared := c.pol.prepare(imports, compiled)
+	// A large import that names no CIDR, and replaces no rule that named
+	// one, changes no identity: its rules enter the index, and what the
+	// datapath must change is worked out, while the store writes it.
+	indexAhead := len(imports) >= minPrepareAhead && !c.pol.cidrsConcern(imports, rules)
+	ahead := c.pol.prepare(imports, compiled, indexAhead)
 	err := c.store.Write(func(txn *memdb.Txn) error {
 		cur, err := policyRevisionTxn(txn)
 		if err != nil {
@@ -305,24 +321,58 @@ func (c *controller) changePolicy(imports []policyPut, rules []policy.Rule, comp
 		if err := state.PutMeta(txn, metaPolicyRevision, strconv.FormatUint(rev, 10)); err != nil {
 			return err
 		}
+		if indexAhead {
+			return nil // no CIDR to allocate nor collect; the index is not ours to read meanwhile
+		}
 		ids, err = c.cidrIdentitiesTxn(txn, ch)
 		return err
 	})
-	preps := prepared() // the index is ours again
+	res := ahead() // the index is ours again
 	if err != nil {
-		for _, p := range preps {
+		if res.indexed || res.broken {
+			// The index holds rules the store refused: the next change
+			// starts with a full recompute.
+			c.pol = nil
+			return 0, err
+		}
+		for _, p := range res.preps {
 			c.pol.index.Discard(p)
 		}
 		return 0, err
 	}
 	before := c.applied
 	c.applied = rev
-	if err := c.applyPolicyChangeLocked(ch, ids, preps); err != nil {
+	switch {
+	case res.indexed:
+		err = c.applyDatapathLocked(res.delta, false, len(ch.puts))
+	case res.broken:
+		// The index failed halfway through the rules (it cannot, for
+		// rules that name no CIDR): start again from what is stored.
+		c.pol = nil
+		err = c.recomputeLocked()
+	default:
+		err = c.applyPolicyChangeLocked(ch, ids, res.preps)
+	}
+	if err != nil {
 		c.applied = before
 		c.pol = nil // the next change starts with a full recompute
 		return 0, fmt.Errorf("apply policy revision %d: %w", rev, err)
 	}
 	return rev, nil
+}
+
+// cidrsConcern reports whether importing rules (puts) may change the CIDR
+// identities: a rule names a CIDR, or replaces a rule that named one.
+func (ps *policySet) cidrsConcern(puts []policyPut, rules []policy.Rule) bool {
+	if len(policy.CIDRs(rules)) > 0 {
+		return true
+	}
+	for _, p := range puts {
+		if len(ps.index.CIDRsOf(p.name)) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // identityChange is what a policy change did to the identities.
@@ -421,9 +471,16 @@ func (c *controller) applyPolicyChangeLocked(ch *policyChange, ids identityChang
 	}
 	for i, p := range ch.puts {
 		var err error
-		if preps != nil {
+		switch {
+		case preps != nil:
 			err = ps.index.Add(preps[i])
-		} else {
+		case ch.compiled != nil && len(ch.puts) < minPrepareAhead:
+			// Parse compiled it and nothing prepared it yet.
+			var prep *policy.Prepared
+			if prep, err = ps.index.PrepareCompiled(p.name, ch.compiled[i]); err == nil {
+				err = ps.index.Add(prep)
+			}
+		default:
 			err = ps.index.Set(p.name, p.rule)
 		}
 		if err != nil {
@@ -437,22 +494,38 @@ func (c *controller) applyPolicyChangeLocked(ch *policyChange, ids identityChang
 // them alongside the store write pays for a goroutine.
 const minPrepareAhead = 256
 
+// prepared is what policySet.prepare did ahead of a store write.
+type prepared struct {
+	// preps are the imported rules prepared for the index, nil when
+	// there are none (few rules, or a rule that cannot be prepared yet,
+	// such as one naming a CIDR without an identity so far).
+	preps []*policy.Prepared
+	// indexed: the rules are in the index, in place of those of the same
+	// names, and delta is what the datapath must change for it.
+	indexed bool
+	delta   policy.Delta
+	// broken: the index failed halfway through adding them.
+	broken bool
+}
+
 // prepare resolves the rules to be imported in another goroutine, for the
 // current identities, while the caller writes them to the store (which
-// takes about as long); the function returned waits and gives the result,
-// nil when there is none (few rules, or a rule that cannot be prepared yet,
-// such as one naming a CIDR without an identity so far). Until it returns,
-// the caller may only read the index's CIDRs (CIDRRefs, CIDRs, CIDRsOf).
-func (ps *policySet) prepare(puts []policyPut, compiled []policy.Compiled) func() []*policy.Prepared {
+// takes about as long); with index set, it then puts them into the index
+// and works out the datapath's delta. The function returned waits and
+// gives the result. Until it returns, the caller may only read the
+// index's CIDRs (CIDRRefs, CIDRs, CIDRsOf), and with index set not even
+// those. Set index only for rules that change no identity (see
+// cidrsConcern).
+func (ps *policySet) prepare(puts []policyPut, compiled []policy.Compiled, index bool) func() prepared {
 	if len(puts) < minPrepareAhead {
-		return func() []*policy.Prepared { return nil }
+		return func() prepared { return prepared{} }
 	}
 	// The write fills in puts' rows meanwhile: take the names now.
 	names := make([]string, len(puts))
 	for i, p := range puts {
 		names[i] = p.name
 	}
-	done := make(chan []*policy.Prepared, 1)
+	done := make(chan prepared, 1)
 	go func() {
 		preps := make([]*policy.Prepared, len(puts))
 		for i := range names {
@@ -461,14 +534,27 @@ func (ps *policySet) prepare(puts []policyPut, compiled []policy.Compiled) func(
 				for _, p := range preps[:i] {
 					ps.index.Discard(p)
 				}
-				done <- nil // applyPolicyChangeLocked sets them one by one
+				done <- prepared{} // applyPolicyChangeLocked sets them one by one
 				return
 			}
 			preps[i] = prep
 		}
-		done <- preps
+		if !index {
+			done <- prepared{preps: preps}
+			return
+		}
+		for i, p := range preps {
+			if err := ps.index.Add(p); err != nil {
+				for _, p := range preps[i:] {
+					ps.index.Discard(p)
+				}
+				done <- prepared{broken: true}
+				return
+			}
+		}
+		done <- prepared{indexed: true, delta: ps.index.Changes()}
 	}()
-	return func() []*policy.Prepared { return <-done }
+	return func() prepared { return <-done }
 }
 
 // withIdentities returns the identities of ps changed by ic, in new maps.
@@ -530,7 +616,12 @@ func (c *controller) reloadIdentitiesLocked(keep []labels.Identity) (bool, error
 // and the removals: addresses move to a new CIDR identity only once its
 // entries are in, and leave a removed one before its entries go.
 func (c *controller) applyDeltaLocked(cidrsChanged bool, imported int) error {
-	d := c.pol.index.Changes()
+	return c.applyDatapathLocked(c.pol.index.Changes(), cidrsChanged, imported)
+}
+
+// applyDatapathLocked writes d, the index's last Changes, to the datapath
+// (see applyDeltaLocked).
+func (c *controller) applyDatapathLocked(d policy.Delta, cidrsChanged bool, imported int) error {
 	set, remove, enforce := datapathDelta(d)
 	var res datapath.PolicySync
 	var err error

@@ -1,6 +1,13 @@
 package plugin
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -16,12 +23,24 @@ import (
 // BenchmarkImport10kRules imports 10,000 rules in one document into an
 // empty policy.
 func BenchmarkImport10kRules(b *testing.B) {
-	doc := mustJSON(b, serverRules(0, 10_000))
+	benchmarkImportNew(b, mustJSON(b, serverRules(0, 10_000)), (*controllerFixture).addBenchIdentities)
+}
+
+// BenchmarkImport10kHarnessRules is BenchmarkImport10kRules with the
+// benchmark harness's rules (bench/policyfiles.go), whose labels make
+// them larger: what `make bench` imports.
+func BenchmarkImport10kHarnessRules(b *testing.B) {
+	benchmarkImportNew(b, mustJSON(b, harnessRules(0, 10_000)), (*controllerFixture).addHarnessIdentities)
+}
+
+// benchmarkImportNew imports doc into a new controller with the
+// identities ids gives it, each round.
+func benchmarkImportNew(b *testing.B, doc []byte, ids func(*controllerFixture)) {
 	var cpu time.Duration
 	for b.Loop() {
 		b.StopTimer()
 		f := newControllerFixture(b)
-		f.addBenchIdentities()
+		ids(f)
 		// The kernel frees the maps of the last round in the background
 		// (tens of MiB): let it finish, a daemon's import has no such
 		// company.
@@ -111,4 +130,100 @@ func reportLatency(b *testing.B, lat []time.Duration) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(sum.Microseconds())/1000/float64(len(lat)), "mean-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// The API benchmarks import through the management API, as `membrane
+// policy import` does: a request over a unix socket to the handler the
+// daemon serves, which reads the body, imports and answers.
+
+// BenchmarkAPIImport10kHarnessRules: 10,000 of the harness's rules into
+// an empty policy, each round in a new controller.
+func BenchmarkAPIImport10kHarnessRules(b *testing.B) {
+	doc := mustJSON(b, harnessRules(0, 10_000))
+	var lat []time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		f := newControllerFixture(b)
+		f.addHarnessIdentities()
+		c := f.serveAPI()
+		time.Sleep(300 * time.Millisecond) // as in benchmarkImportNew
+		b.StartTimer()
+		start := time.Now()
+		c.importPolicy(doc)
+		lat = append(lat, time.Since(start))
+		b.StopTimer()
+		f.stop()
+		b.StartTimer()
+	}
+	reportLatency(b, lat)
+}
+
+// BenchmarkAPIImportOneRuleInto100k: one of the harness's rules at a time
+// into 100,000 of them.
+func BenchmarkAPIImportOneRuleInto100k(b *testing.B) {
+	f := newControllerFixture(b)
+	f.addHarnessIdentities()
+	f.importRules(harnessRules(0, 100_000))
+	c := f.serveAPI()
+	var lat []time.Duration
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		doc := mustJSON(b, []map[string]any{harnessRule(100_000 + i)})
+		i++
+		b.StartTimer()
+		start := time.Now()
+		c.importPolicy(doc)
+		lat = append(lat, time.Since(start))
+	}
+	reportLatency(b, lat)
+}
+
+// apiClient is a client of a fixture's management API.
+type apiClient struct {
+	tb   testing.TB
+	http *http.Client
+}
+
+// serveAPI serves the fixture's management API on a unix socket, as the
+// daemon does, until tb ends.
+func (f *controllerFixture) serveAPI() apiClient {
+	f.tb.Helper()
+	sock := filepath.Join(f.tb.TempDir(), "api.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		f.tb.Fatal(err)
+	}
+	srv := &http.Server{Handler: newAPIHandler(&apiServer{store: f.store, dp: f.dp, ctl: f.ctl})}
+	go srv.Serve(ln)
+	f.tb.Cleanup(func() { srv.Close() })
+	return apiClient{tb: f.tb, http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}}
+}
+
+// importPolicy puts doc to /v1/policy and returns the revision.
+func (c apiClient) importPolicy(doc []byte) uint64 {
+	c.tb.Helper()
+	req, err := http.NewRequest(http.MethodPut, "http://membrane/v1/policy", bytes.NewReader(doc))
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		c.tb.Fatalf("PUT /v1/policy: %s: %s", resp.Status, body)
+	}
+	var rev RevisionView
+	if err := json.Unmarshal(body, &rev); err != nil {
+		c.tb.Fatal(err)
+	}
+	return rev.Revision
 }

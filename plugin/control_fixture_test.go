@@ -225,3 +225,49 @@ func (f *controllerFixture) addBenchIdentities() {
 	f.addEndpoint("server", netip.MustParseAddr("10.200.0.2"), map[string]string{"role": "server"})
 	f.addEndpoint("client", netip.MustParseAddr("10.200.0.3"), map[string]string{"role": "client"})
 }
+
+// Labels of the benchmark harness's policy setup (bench/policyfiles.go):
+// its rules select both keys, which makes them larger than serverRule's
+// (a 10,000-rule import stores some 5 MB, more than the journal takes
+// after an empty checkpoint).
+var (
+	harnessServer = map[string]any{"mbrbench.setup": "policy", "mbrbench.role": "server"}
+	harnessClient = map[string]any{"mbrbench.setup": "policy", "mbrbench.role": "client"}
+)
+
+// harnessRule is rule i as the benchmark harness writes its scale rules:
+// the server admits the client on one distinct port.
+func harnessRule(i int) map[string]any {
+	port, proto := portProtocol(i)
+	return map[string]any{
+		"labels":           []any{map[string]any{"key": "name", "value": fmt.Sprint("bench-filler-", i)}},
+		"endpointSelector": map[string]any{"matchLabels": harnessServer},
+		"ingress": []any{map[string]any{
+			"fromEndpoints": []any{map[string]any{"matchLabels": harnessClient}},
+			"toPorts":       []any{map[string]any{"ports": []any{map[string]any{"port": port, "protocol": proto}}}},
+		}},
+	}
+}
+
+// harnessRules returns rules [from, from+n) of harnessRule.
+func harnessRules(from, n int) []map[string]any {
+	out := make([]map[string]any, 0, n)
+	for i := from; i < from+n; i++ {
+		out = append(out, harnessRule(i))
+	}
+	return out
+}
+
+// addHarnessIdentities gives the fixture the harness's server and client.
+func (f *controllerFixture) addHarnessIdentities() {
+	f.tb.Helper()
+	l := func(m map[string]any) map[string]string {
+		out := map[string]string{}
+		for k, v := range m {
+			out[k] = v.(string)
+		}
+		return out
+	}
+	f.addEndpoint("hserver", netip.MustParseAddr("10.200.0.4"), l(harnessServer))
+	f.addEndpoint("hclient", netip.MustParseAddr("10.200.0.5"), l(harnessClient))
+}
