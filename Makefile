@@ -2,7 +2,7 @@
 # plugin, run, bench.
 
 GO        ?= go
-BIN       := bin/membrane
+BIN       := bin
 PLUGIN    ?= membrane
 PLUGIN_TAG ?= latest
 XTABLES   ?=
@@ -20,8 +20,10 @@ FUZZMINIMIZETIME ?= 0
 FUZZ_TARGETS := ./state:FuzzDecodeCheckpoint ./state:FuzzDecodeJournalRecord ./policy:FuzzParse \
 	./plugin:FuzzIPAMRequests ./plugin:FuzzNetworkDriverDecoding ./datapath:FuzzFromContainer
 
+# Two static binaries: bin/membrane (the CLI; `membrane daemon` runs the
+# daemon beside it) and bin/membraned (the daemon).
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/membrane
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/membrane ./cmd/membraned
 
 # Rebuild the committed bpf2go output (datapath/*_bpfel.{go,o}) from bpf/
 # with the clang pinned in datapath/gen.go (Debian clang-16).
@@ -55,7 +57,7 @@ fuzz:
 test-unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)
 
-# The managed plugin: rootfs (membrane, iptables, ip6tables) in build/plugin,
+# The managed plugin: rootfs (membraned, iptables, ip6tables) in build/plugin,
 # created in Docker as $(PLUGIN):$(PLUGIN_TAG). PLUGIN may name a registry
 # (make plugin PLUGIN=registry.example/membrane PLUGIN_TAG=v1, then docker
 # plugin push); XTABLES=nft|legacy picks the iptables backend (default: this

@@ -154,7 +154,7 @@ func (h *harness) prepare(ctx context.Context) error {
 	cleanStale(h.log)
 	h.td.add("remove leftovers", func() error { cleanStale(io.Discard); return nil })
 
-	h.logf("building membrane and membrane-netload")
+	h.logf("building membrane, membraned and membrane-netload")
 	if err := h.tools.buildBinaries(ctx, h.tmp); err != nil {
 		return err
 	}

@@ -82,11 +82,16 @@ func lookPath(name string, fallbacks ...string) (string, error) {
 	return "", fmt.Errorf("%s: %w", name, exec.ErrNotFound)
 }
 
-// buildBinaries builds membrane and membrane-netload, both static, into dir.
+// buildBinaries builds membrane, membraned (which `membrane daemon` runs
+// from beside it) and membrane-netload, all static, into dir.
 func (t *toolPaths) buildBinaries(ctx context.Context, dir string) error {
 	t.membrane = filepath.Join(dir, "membrane")
 	t.netload = filepath.Join(dir, "membrane-netload")
-	for out, pkg := range map[string]string{t.membrane: "./cmd/membrane", t.netload: "./cmd/membrane-netload"} {
+	for out, pkg := range map[string]string{
+		t.membrane:                      "./cmd/membrane",
+		filepath.Join(dir, "membraned"): "./cmd/membraned",
+		t.netload:                       "./cmd/membrane-netload",
+	} {
 		cmd := cmdSpec{
 			argv:    []string{t.goBin, "-C", t.moduleRoot, "build", "-trimpath", "-o", out, pkg},
 			env:     []string{"CGO_ENABLED=0"},

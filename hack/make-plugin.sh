@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Builds the managed plugin's rootfs around bin/membrane and creates it in
+# Builds the managed plugin's rootfs around bin/membraned and creates it in
 # Docker as NAME[:TAG] (replacing a disabled plugin of that name). NAME may
 # name a registry (registry.example:5000/membrane), ready for
 # `docker plugin push NAME:TAG`.
 #
-# Besides the static membrane binary, the rootfs holds this host's iptables
+# Besides the static daemon binary, the rootfs holds this host's iptables
 # and ip6tables (Debian's xtables multi-call binaries, their shared
 # libraries and extension modules): the daemon runs them to accept its
 # traffic in the FORWARD chain. They must drive the same backend as the
@@ -41,7 +41,7 @@ multi=/usr/sbin/xtables-$backend-multi
 
 rm -rf "$dir"
 mkdir -p "$root"/{run/docker/plugins,run/membrane,var/lib/membrane,var/run/docker-host,sys/fs/bpf,tmp,etc,usr/sbin}
-cp bin/membrane "$root/membrane"
+cp bin/membraned "$root/membraned"
 cp config.json "$dir/config.json"
 
 # copy_elf FILE...: copies each file, and every shared library it loads,
@@ -87,7 +87,7 @@ if [ "$(id -u)" = 0 ]; then
 	chroot "$root" /usr/sbin/iptables --version >/dev/null ||
 		die "iptables does not run inside the rootfs ($root)"
 fi
-echo "plugin rootfs: membrane, iptables and ip6tables ($backend backend)"
+echo "plugin rootfs: membraned, iptables and ip6tables ($backend backend)"
 
 # The bind sources must exist on the host before the plugin is enabled.
 mkdir -p /var/lib/membrane /run/membrane

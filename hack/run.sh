@@ -28,7 +28,7 @@ fi
 
 docker image inspect membrane-demo/busybox >/dev/null 2>&1 || ./hack/busybox-image.sh membrane-demo/busybox >/dev/null
 
-if pgrep -f 'bin/membrane daemon' >/dev/null; then
+if pgrep -f 'bin/membraned' >/dev/null; then
 	echo "membrane daemon already running"
 else
 	echo "starting membrane daemon (log: /var/log/membrane.log)"

@@ -18,8 +18,8 @@ import (
 // Helpers for the managed plugin test: the membrane CLI on the host against
 // the plugin's management socket, the plugin's process and log.
 
-// managedCLI runs the membrane binary `make plugin` built (the one inside
-// the plugin) on the host: `membrane ARGS... --api-socket SOCK`. It fails t
+// managedCLI runs the membrane CLI that `make plugin` built beside the
+// plugin's daemon (bin/membrane) on the host: `membrane ARGS... --api-socket SOCK`. It fails t
 // unless the CLI exits 0, and returns stdout.
 func managedCLI(t testing.TB, sock string, args ...string) string {
 	t.Helper()
@@ -115,8 +115,8 @@ func pluginID(t testing.TB, name string) string {
 	return docker(t, "plugin", "inspect", "--format", "{{.Id}}", name)
 }
 
-// pluginPID finds the process of the enabled managed plugin: the `/membrane
-// daemon` whose environment holds MEMBRANE_HOST_DEVICE=hostDevice (its
+// pluginPID finds the process of the enabled managed plugin: the
+// `/membraned` whose environment holds MEMBRANE_HOST_DEVICE=hostDevice (its
 // root directory, the plugin's rootfs, reads as "/" from outside).
 func pluginPID(t testing.TB, hostDevice string) int {
 	t.Helper()
@@ -129,7 +129,7 @@ func pluginPID(t testing.TB, hostDevice string) int {
 			continue
 		}
 		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !strings.HasPrefix(string(cmdline), "/membrane\x00daemon") {
+		if err != nil || !strings.HasPrefix(string(cmdline), "/membraned\x00") {
 			continue
 		}
 		environ, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
@@ -138,7 +138,7 @@ func pluginPID(t testing.TB, hostDevice string) int {
 			return pid
 		}
 	}
-	t.Fatalf("no `/membrane daemon` process with MEMBRANE_HOST_DEVICE=%s runs: is the managed plugin enabled?", hostDevice)
+	t.Fatalf("no `/membraned` process with MEMBRANE_HOST_DEVICE=%s runs: is the managed plugin enabled?", hostDevice)
 	return 0
 }
 

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -120,14 +121,17 @@ func daemonHasFlag(name string) bool {
 func requireMembrane(t *testing.T) {
 	t.Helper()
 	membrane.buildOnce.Do(func() {
+		// `membrane daemon` runs the membraned beside it.
 		membrane.bin = filepath.Join(h.tmp, "membrane")
-		membrane.buildErr = goBuild(membrane.bin, "./cmd/membrane")
+		membrane.buildErr = errors.Join(
+			goBuild(membrane.bin, "./cmd/membrane"),
+			goBuild(filepath.Join(h.tmp, "membraned"), "./cmd/membraned"))
 	})
 	if membrane.buildErr != nil {
 		if membrane.buildReported.Swap(true) {
-			t.Fatal("membrane binary does not build (compiler output in the first membrane test's failure)")
+			t.Fatal("membrane binaries do not build (compiler output in the first membrane test's failure)")
 		}
-		t.Fatalf("membrane binary does not build: %v", membrane.buildErr)
+		t.Fatalf("membrane binaries do not build: %v", membrane.buildErr)
 	}
 	membrane.mu.Lock()
 	if err := membrane.startErr; err != nil {

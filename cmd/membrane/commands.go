@@ -1,17 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"time"
-
-	"github.com/membrane-net/membrane/plugin"
 )
 
 func runStatus(ctx context.Context, args []string) error {
@@ -19,8 +15,8 @@ func runStatus(ctx context.Context, args []string) error {
 	if err := cf.parse(fs, args, 0, "membrane status [-o json]"); err != nil {
 		return err
 	}
-	var st plugin.Status
-	if err := cf.client().call(ctx, http.MethodGet, "/v1/status", nil, &st); err != nil {
+	var st status
+	if err := cf.client().call(ctx, "GET", "/v1/status", nil, &st); err != nil {
 		return err
 	}
 	if cf.output == "json" {
@@ -55,8 +51,8 @@ func endpointList(ctx context.Context, args []string) error {
 	if err := cf.parse(fs, args, 0, "membrane endpoint list [-o json]"); err != nil {
 		return err
 	}
-	var eps []plugin.EndpointView
-	if err := cf.client().call(ctx, http.MethodGet, "/v1/endpoints", nil, &eps); err != nil {
+	var eps []endpointView
+	if err := cf.client().call(ctx, "GET", "/v1/endpoints", nil, &eps); err != nil {
 		return err
 	}
 	if cf.output == "json" {
@@ -70,7 +66,7 @@ func endpointList(ctx context.Context, args []string) error {
 	})
 }
 
-func containerName(e plugin.EndpointView) string {
+func containerName(e endpointView) string {
 	if e.ContainerName != "" {
 		return e.ContainerName
 	}
@@ -80,7 +76,7 @@ func containerName(e plugin.EndpointView) string {
 	return e.ContainerID
 }
 
-func identityName(e plugin.EndpointView) string {
+func identityName(e endpointView) string {
 	if e.IdentityName != "" {
 		return fmt.Sprintf("%d (%s)", e.Identity, e.IdentityName)
 	}
@@ -103,8 +99,8 @@ func endpointGet(ctx context.Context, args []string) error {
 	if err := cf.parse(fs, args, 1, "membrane endpoint get ENDPOINT|CONTAINER [-o json]"); err != nil {
 		return err
 	}
-	var e plugin.EndpointView
-	if err := cf.client().call(ctx, http.MethodGet, "/v1/endpoints/"+queryEscape(fs.Arg(0)), nil, &e); err != nil {
+	var e endpointView
+	if err := cf.client().call(ctx, "GET", "/v1/endpoints/"+queryEscape(fs.Arg(0)), nil, &e); err != nil {
 		return err
 	}
 	if cf.output == "json" {
@@ -136,8 +132,8 @@ func identityList(ctx context.Context, args []string) error {
 	if err := cf.parse(fs, args, 0, "membrane identity list [-o json]"); err != nil {
 		return err
 	}
-	var ids []plugin.IdentityView
-	if err := cf.client().call(ctx, http.MethodGet, "/v1/identities", nil, &ids); err != nil {
+	var ids []identityView
+	if err := cf.client().call(ctx, "GET", "/v1/identities", nil, &ids); err != nil {
 		return err
 	}
 	if cf.output == "json" {
@@ -159,8 +155,8 @@ func identityGet(ctx context.Context, args []string) error {
 	if err := cf.parse(fs, args, 1, "membrane identity get NUMBER [-o json]"); err != nil {
 		return err
 	}
-	var id plugin.IdentityView
-	if err := cf.client().call(ctx, http.MethodGet, "/v1/identities/"+queryEscape(fs.Arg(0)), nil, &id); err != nil {
+	var id identityView
+	if err := cf.client().call(ctx, "GET", "/v1/identities/"+queryEscape(fs.Arg(0)), nil, &id); err != nil {
 		return err
 	}
 	if cf.output == "json" {
@@ -195,8 +191,8 @@ func policyImport(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("read policy: %w", err)
 	}
-	var rev plugin.RevisionView
-	if err := cf.client().call(ctx, http.MethodPut, "/v1/policy", bytes.NewReader(data), &rev); err != nil {
+	var rev revisionView
+	if err := cf.client().call(ctx, "PUT", "/v1/policy", data, &rev); err != nil {
 		return err
 	}
 	if cf.output == "json" {
@@ -211,8 +207,8 @@ func policyGet(ctx context.Context, args []string) error {
 	if err := cf.parse(fs, args, 0, "membrane policy get [-o json]"); err != nil {
 		return err
 	}
-	var p plugin.PolicyView
-	if err := cf.client().call(ctx, http.MethodGet, "/v1/policy", nil, &p); err != nil {
+	var p policyView
+	if err := cf.client().call(ctx, "GET", "/v1/policy", nil, &p); err != nil {
 		return err
 	}
 	if cf.output == "json" {
@@ -241,8 +237,8 @@ func policyDelete(ctx context.Context, args []string) error {
 	default:
 		return fmt.Errorf("usage: membrane policy delete NAME|--all")
 	}
-	var rev plugin.RevisionView
-	if err := cf.client().call(ctx, http.MethodDelete, path, nil, &rev); err != nil {
+	var rev revisionView
+	if err := cf.client().call(ctx, "DELETE", path, nil, &rev); err != nil {
 		return err
 	}
 	if cf.output == "json" {
@@ -266,21 +262,17 @@ func runMonitor(ctx context.Context, args []string) error {
 		}
 		path += sep + "type=" + queryEscape(t)
 	}
-	rc, err := cf.client().do(ctx, http.MethodGet, path, nil)
+	rc, err := cf.client().do(ctx, "GET", path, nil)
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
-	go func() {
-		<-ctx.Done()
-		rc.Close()
-	}()
+	defer rc.Close() // cancelling ctx closes it too, which ends the stream
 	err = streamLines(rc, func(line []byte) error {
 		if cf.output == "json" {
 			_, err := fmt.Printf("%s\n", line)
 			return err
 		}
-		var ev plugin.EventView
+		var ev eventView
 		if err := json.Unmarshal(line, &ev); err != nil {
 			return fmt.Errorf("decode event: %w", err)
 		}

@@ -1,81 +1,62 @@
 package main
 
 import (
-	"context"
+	"errors"
 	"fmt"
-	"log/slog"
-	"net/netip"
 	"os"
-	"strings"
-	"time"
-
-	"github.com/spf13/pflag"
-
-	"github.com/membrane-net/membrane/plugin"
+	"os/exec"
+	"path/filepath"
+	"syscall"
 )
 
-// envPrefix: every daemon flag --some-flag can also be set as
-// MEMBRANE_SOME_FLAG, which is how a managed plugin is configured.
-const envPrefix = "MEMBRANE_"
+// daemonBinary is the daemon's executable (cmd/membraned). `membrane
+// daemon` runs it in place of itself: same process, so whoever started
+// `membrane daemon` (a shell, systemd, a test harness) holds and signals
+// the daemon itself.
+const daemonBinary = "membraned"
 
-func runDaemon(ctx context.Context, args []string) error {
-	fs := pflag.NewFlagSet("membrane daemon", pflag.ContinueOnError)
-	var (
-		cfg       plugin.Config
-		ipv4Range string
-		logLevel  string
-	)
-	fs.StringVar(&cfg.PluginName, "plugin-name", "membrane", "Docker driver name; the socket is PLUGIN-DIR/PLUGIN-NAME.sock")
-	fs.StringVar(&cfg.PluginDir, "plugin-dir", "/run/docker/plugins", "directory where Docker discovers plugin sockets")
-	fs.StringVar(&cfg.APISocket, "api-socket", "/run/membrane/membrane.sock", "management API socket (root only)")
-	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/membrane", "directory for state checkpoints")
-	fs.StringVar(&cfg.BPFDir, "bpf-dir", "/sys/fs/bpf/membrane", "directory for BPF map and link pins")
-	fs.StringVar(&cfg.DockerHost, "docker-host", "unix:///var/run/docker.sock", "Docker API address, used to collect endpoints of vanished containers")
-	fs.StringVar(&cfg.HostDevice, "host-device", "membrane0", "host interface (a veth pair) that holds the networks' gateway addresses")
-	fs.StringVar(&ipv4Range, "ipv4-range", "10.210.0.0/16", "range dynamic IPv4 pools are carved from")
-	fs.DurationVar(&cfg.StaleGrace, "stale-grace", 2*time.Minute, "age after which an endpoint Docker does not list is removed")
-	fs.DurationVar(&cfg.Resync, "resync", time.Minute, "interval between comparisons of state with Docker")
-	fs.StringVar(&cfg.PolicyDir, "policy-dir", "", "directory of policy files (*.json, *.yaml) to import at start")
-	fs.StringSliceVar(&cfg.IdentityLabels, "identity-labels", nil,
-		"label key patterns that make a container's identity, in order, comma-separated: GLOB keeps, !GLOB drops (default: all labels but per-instance ones such as com.docker.compose.config-hash)")
-	fs.StringVar(&cfg.MetricsAddress, "metrics-address", "", "serve Prometheus metrics on http://ADDRESS/metrics (e.g. 127.0.0.1:9962); empty for none")
-	fs.BoolVar(&cfg.ManageForwarding, "manage-forwarding", true, "turn on IP forwarding and accept membrane traffic in iptables' FORWARD chain (Docker sets it to DROP)")
-	fs.IntVar(&cfg.SpareVeths, "spare-veths", 4, "veth pairs kept ready, programs attached, so that new containers attach in a few milliseconds; 0 for none")
-	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	if err := parseWithEnv(fs, args); err != nil {
+// execDaemon replaces this process with the daemon, passing args on. It
+// returns only when that cannot be done.
+func execDaemon(args []string) error {
+	self, err := os.Executable()
+	if err != nil {
+		self = "" // PATH only
+	}
+	path, err := findDaemon(self)
+	if err != nil {
 		return err
 	}
-	if cfg.SpareVeths < 0 {
-		return fmt.Errorf("--spare-veths %d: want 0 (none) or more", cfg.SpareVeths)
+	argv := append([]string{path}, args...)
+	if err := syscall.Exec(path, argv, os.Environ()); err != nil {
+		return fmt.Errorf("run %s: %w", path, err)
 	}
-	var err error
-	if cfg.IPv4Range, err = netip.ParsePrefix(ipv4Range); err != nil || !cfg.IPv4Range.Addr().Is4() {
-		return fmt.Errorf("--ipv4-range %q: want an IPv4 prefix such as 10.210.0.0/16", ipv4Range)
-	}
-	cfg.IPv4Range = cfg.IPv4Range.Masked()
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-		return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
-	}
-	// Logs go to stdout: Docker records a managed plugin's stderr as errors.
-	log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
-	return plugin.Run(ctx, cfg, log)
+	return nil // not reached: Exec returns only on failure
 }
 
-// parseWithEnv applies MEMBRANE_* environment variables as defaults, then
-// parses the command line, which wins.
-func parseWithEnv(fs *pflag.FlagSet, args []string) error {
-	var envErr error
-	fs.VisitAll(func(f *pflag.Flag) {
-		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(name); ok && v != "" && envErr == nil {
-			if err := fs.Set(f.Name, v); err != nil {
-				envErr = fmt.Errorf("environment %s=%q: %w", name, v, err)
-			}
+// findDaemon looks for the daemon beside self, this executable, first (a
+// build puts both in bin/), then in PATH.
+func findDaemon(self string) (string, error) {
+	var beside string
+	if self != "" {
+		beside = filepath.Join(filepath.Dir(self), daemonBinary)
+		if isExecutableFile(beside) {
+			return beside, nil
 		}
-	})
-	if envErr != nil {
-		return envErr
 	}
-	return fs.Parse(args)
+	path, err := exec.LookPath(daemonBinary)
+	if err == nil {
+		return path, nil
+	}
+	if beside == "" {
+		return "", fmt.Errorf("%s is not in PATH: install it beside membrane (make build builds both)", daemonBinary)
+	}
+	if !errors.Is(err, exec.ErrNotFound) {
+		return "", fmt.Errorf("find %s: %w", daemonBinary, err)
+	}
+	return "", fmt.Errorf("%s is neither at %s nor in PATH: install it beside membrane (make build builds both)", daemonBinary, beside)
+}
+
+func isExecutableFile(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }

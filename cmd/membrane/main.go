@@ -1,4 +1,6 @@
-// Command membrane is the membrane Docker network plugin daemon and its CLI.
+// Command membrane is the CLI of the membrane Docker network plugin: it
+// talks to the daemon's management API, and `membrane daemon` starts the
+// daemon (membraned) in its place.
 package main
 
 import (
@@ -41,7 +43,7 @@ func run(ctx context.Context, args []string) int {
 	var err error
 	switch args[0] {
 	case "daemon":
-		err = runDaemon(ctx, args[1:])
+		err = execDaemon(args[1:])
 	case "status":
 		err = runStatus(ctx, args[1:])
 	case "endpoint":
