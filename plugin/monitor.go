@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -214,30 +212,4 @@ func eventView(ev datapath.Event) EventView {
 		}
 	}
 	return v
-}
-
-// String is the human-readable form `membrane monitor` prints.
-func (v EventView) String() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s %-6s %-14s", v.Time.Format("15:04:05.000"), v.Type, v.Hook)
-	if v.Src != "" {
-		src, dst := v.Src, v.Dst
-		if v.SrcPort != 0 || v.DstPort != 0 {
-			src, dst = net.JoinHostPort(v.Src, fmt.Sprint(v.SrcPort)), net.JoinHostPort(v.Dst, fmt.Sprint(v.DstPort))
-		}
-		fmt.Fprintf(&b, " %s -> %s %s", src, dst, v.Proto)
-	}
-	if v.ICMPType != nil {
-		fmt.Fprintf(&b, " type %d", *v.ICMPType)
-	}
-	if v.Direction != "" {
-		fmt.Fprintf(&b, " identity %d -> %d, %s %s (%s)", v.SrcIdentity, v.DstIdentity, v.Direction, v.Verdict, v.Match)
-	}
-	if v.Reason != "" {
-		fmt.Fprintf(&b, " reason %s", v.Reason)
-	}
-	if v.CT != "" {
-		fmt.Fprintf(&b, " ct %s", v.CT)
-	}
-	return b.String()
 }

@@ -91,7 +91,7 @@ type eventView struct {
 	Length      uint32    `json:"length"`
 }
 
-// String is plugin.EventView.String: the line `membrane monitor` prints.
+// String is the line `membrane monitor` prints for the event.
 func (v eventView) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %-6s %-14s", v.Time.Format("15:04:05.000"), v.Type, v.Hook)

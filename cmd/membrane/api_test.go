@@ -98,15 +98,21 @@ func TestAPITypesPrintWhatTheDaemonSent(t *testing.T) {
 	printedAsSent[identityView](t, plugin.IdentityView{ID: 256, Reserved: "host", Labels: map[string]string{"a": "b"}, Endpoints: []string{"e"}})
 	printedAsSent[policyView](t, plugin.PolicyView{Revision: 9, Rules: []json.RawMessage{json.RawMessage(`{"endpointSelector":{}}`)}})
 	printedAsSent[revisionView](t, plugin.RevisionView{Revision: 10})
-	for _, ev := range []plugin.EventView{
-		{Time: since, Type: "drop", Reason: "drop_policy", Hook: "from_container", Endpoint: 4, Src: "10.0.0.2", Dst: "10.0.0.3", Proto: "tcp",
+	stamp := since.Format("15:04:05.000")
+	for _, tc := range []struct {
+		ev   plugin.EventView
+		line string
+	}{
+		{plugin.EventView{Time: since, Type: "drop", Reason: "drop_policy", Hook: "from_container", Endpoint: 4, Src: "10.0.0.2", Dst: "10.0.0.3", Proto: "tcp",
 			SrcPort: 1234, DstPort: 80, SrcIdentity: 256, DstIdentity: 257, Direction: "egress", Verdict: "deny", Match: "l4", CT: "new", Length: 60},
-		{Time: since, Type: "trace", Hook: "to_container", Src: "fd00::2", Dst: "fd00::3", Proto: "icmpv6", ICMPType: &icmp, Length: 100},
-		{Time: since, Type: "policy", Hook: "from_container"},
+			stamp + " drop   from_container 10.0.0.2:1234 -> 10.0.0.3:80 tcp identity 256 -> 257, egress deny (l4) reason drop_policy ct new"},
+		{plugin.EventView{Time: since, Type: "trace", Hook: "to_container", Src: "fd00::2", Dst: "fd00::3", Proto: "icmpv6", ICMPType: &icmp, Length: 100},
+			stamp + " trace  to_container   fd00::2 -> fd00::3 icmpv6 type 3"},
+		{plugin.EventView{Time: since, Type: "policy", Hook: "from_container"},
+			stamp + " policy from_container"},
 	} {
-		got := printedAsSent[eventView](t, ev)
-		if got.String() != ev.String() {
-			t.Errorf("monitor prints %q, want the daemon's %q", got.String(), ev.String())
+		if got := printedAsSent[eventView](t, tc.ev).String(); got != tc.line {
+			t.Errorf("monitor prints %q, want %q", got, tc.line)
 		}
 	}
 }
