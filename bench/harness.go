@@ -90,6 +90,7 @@ func Run(ctx context.Context, cfg Config) (*record.Run, error) {
 	}
 	defer unlock()
 	run.Machine = describeMachine(ctx, h.tools)
+	run.Revision = codeRevision(ctx, h.tools.moduleRoot)
 
 	defer h.td.run()
 	start := time.Now()

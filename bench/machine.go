@@ -41,6 +41,21 @@ func describeMachine(ctx context.Context, tools *toolPaths) record.Machine {
 	return m
 }
 
+// codeRevision names the commit of the code in root (what the harness
+// builds and measures), marked when tracked files differ from it; "" when
+// root is not a git checkout.
+func codeRevision(ctx context.Context, root string) string {
+	rev, err := runCmd(ctx, "git", "-C", root, "rev-parse", "HEAD")
+	if err != nil {
+		return ""
+	}
+	rev = strings.TrimSpace(rev)
+	if changes, err := runCmd(ctx, "git", "-C", root, "status", "--porcelain", "--untracked-files=no"); err != nil || strings.TrimSpace(changes) != "" {
+		rev += " (modified)"
+	}
+	return rev
+}
+
 func firstLine(ctx context.Context, argv ...string) string {
 	out, err := runCmd(ctx, argv...)
 	if err != nil {

@@ -26,8 +26,11 @@ type Run struct {
 	Started           time.Time `json:"started"`
 	Finished          time.Time `json:"finished"`
 	// Command reproduces the run.
-	Command string  `json:"command"`
-	Machine Machine `json:"machine"`
+	Command string `json:"command"`
+	// Revision is the commit of the code measured, with " (modified)"
+	// when the working tree differed from it; empty when unknown.
+	Revision string  `json:"revision,omitempty"`
+	Machine  Machine `json:"machine"`
 	// Notes are facts about this run the reader needs (what was left
 	// out, what the figures include).
 	Notes []string `json:"notes,omitempty"`

@@ -143,6 +143,7 @@ func writeMachine(b *bytes.Buffer, run *record.Run) {
 		{"run", fmt.Sprintf("%s mode, %d rounds, %s per load, seed %d, %s to %s (%s)", run.Mode, run.Rounds,
 			time.Duration(run.MeasureSeconds*float64(time.Second)), run.Seed, run.Started.Format(time.RFC3339), run.Finished.Format(time.RFC3339),
 			run.Finished.Sub(run.Started).Round(time.Second))},
+		{"code", orUnknown(run.Revision)},
 	}
 	for _, r := range rows {
 		fmt.Fprintf(b, "| %s | %s |\n", r[0], r[1])
@@ -172,6 +173,13 @@ func underLoad(m record.Machine) bool {
 		}
 	}
 	return false
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown (not a git checkout)"
+	}
+	return "commit " + s
 }
 
 func orNone(s string) string {

@@ -17,7 +17,8 @@ func sampleRun() *record.Run {
 	return &record.Run{
 		Mode: "full", Seed: 42, Rounds: 7, MeasureSeconds: 3, RuleCounts: []int{0, 100}, EndpointCounts: []int{10},
 		Started: start, Finished: start.Add(30 * time.Minute), Command: "go run ./cmd/membrane-bench -mode full -seed 42 -docs",
-		Machine: record.Machine{CPUModel: "Test CPU", Cores: 2, LoadAverageStart: "1.50 1.00 0.50", LoadAverageEnd: "0.1 0.1 0.1"},
+		Revision: "0123456789abcdef0123456789abcdef01234567 (modified)",
+		Machine:  record.Machine{CPUModel: "Test CPU", Cores: 2, LoadAverageStart: "1.50 1.00 0.50", LoadAverageEnd: "0.1 0.1 0.1"},
 		Datapath: []record.DatapathFamily{
 			{Family: "IPv4", Prefix: "10.200.0.0/16", Setups: []string{"raw veth", "raw veth + Docker's container rules", "membrane"},
 				Loads: []string{"request/response", "UDP, 64-byte datagrams"}},
@@ -58,6 +59,7 @@ func TestWriteProducesTheDocumentAndItsCharts(t *testing.T) {
 	for _, want := range []string{
 		"go run ./cmd/membrane-bench -mode full -seed 42 -docs",                 // how to reproduce
 		"| CPU | Test CPU, 2 cores |",                                           // machine
+		"| code | commit 0123456789abcdef0123456789abcdef01234567 (modified) |", // what was measured
 		"The machine was not idle",                                              // load average 1.5 on 2 cores
 		"| membrane ÷ raw veth, request/response | 0.963 | >= 0.95 | **met** |", // target row
 		"| per-endpoint attach p99 (ms) | p99 12.5 | < 10 | **missed** |",
