@@ -504,6 +504,25 @@ func openJournal(dir string, seq uint64, size int64) (*journal, error) {
 	return &journal{f: f, size: size}, nil
 }
 
+// createJournal creates the empty journal of checkpoint seq, durably, and
+// fails if the file exists already: unlike openJournal it never cuts
+// records another opener may have written.
+func createJournal(dir string, seq uint64) (*journal, error) {
+	f, err := os.OpenFile(filepath.Join(dir, journalName(seq)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := syncJournalDir(dir); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &journal{f: f}, nil
+}
+
 // append writes a record and fsyncs it. If that fails, the file is cut back
 // to its valid records, so that the failed record is never replayed; if
 // even that fails, broken is set and the journal must not be used again.

@@ -469,3 +469,38 @@ func TestJournalErrorTellsTornFromLost(t *testing.T) {
 		t.Fatalf("%+v: a complete last record gone bad reported as torn", je)
 	}
 }
+
+// TestJournalCreatedAheadOfTheFirstAppend: once a write has made a
+// checkpoint, that checkpoint's journal is created in the background, so
+// the next small write only appends (creating it takes three fsyncs);
+// what is appended there replays after a reopen.
+func TestJournalCreatedAheadOfTheFirstAppend(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := mustOpenJournaled(t, dir)
+	s.journalMin = 2000
+	seq := s.seq
+	for i := 0; s.seq == seq; i++ {
+		if i == 200 {
+			t.Fatal("200 writes made no checkpoint")
+		}
+		journalWrites(t, s, 1)
+	}
+	path := filepath.Join(dir, journalName(s.seq))
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s was not created ahead of the first write after its checkpoint", path)
+		}
+	}
+	mustWrite(t, s, func(txn *memdb.Txn) error { return PutMeta(txn, "after", "checkpoint") })
+	want := dump(t, s)
+	s2, r := mustOpenJournaled(t, dir)
+	if r.Replayed != 1 || len(r.Skipped) != 0 {
+		t.Errorf("Restored = %+v, want the one write after the checkpoint replayed", r)
+	}
+	if got := dump(t, s2); !reflect.DeepEqual(got, want) {
+		t.Errorf("after reopen: %+v, want %+v", got, want)
+	}
+}

@@ -25,9 +25,11 @@ type Store struct {
 	// The journal of checkpoint seq: appendable unless the state was not
 	// loaded from checkpoint seq (a newer checkpoint was corrupt), in
 	// which case the next write checkpoints. journal is opened on the first
-	// append; journalSize is the length of its valid records.
+	// append, or ahead of it (nextJournal, see openNextJournal);
+	// journalSize is the length of its valid records.
 	appendable     bool
 	journal        *journal
+	nextJournal    chan openedJournal
 	journalSize    int64
 	checkpointSize int64 // bytes of checkpoint seq
 	// journalMin is how large the journal may grow before a write
@@ -202,6 +204,9 @@ func (s *Store) appendRecord(changes memdb.Changes) (bool, error) {
 	if s.journalSize+int64(len(rec)) > limit {
 		return false, nil
 	}
+	if s.journal == nil {
+		s.journal = s.takeNextJournal(s.seq, s.journalSize)
+	}
 	if s.journal != nil && !s.journal.linkedAt(filepath.Join(s.dir, journalName(s.seq))) {
 		// Removed or replaced under us: appends would go to a file the
 		// next Open never reads. A checkpoint says whether the directory
@@ -236,6 +241,50 @@ func (s *Store) closeJournal() {
 		s.journal.close() // its records are fsynced already
 		s.journal = nil
 	}
+	if s.nextJournal != nil {
+		if o := <-s.nextJournal; o.j != nil {
+			o.j.close()
+		}
+		s.nextJournal = nil
+	}
+}
+
+// openedJournal is a journal opened ahead of its first append.
+type openedJournal struct {
+	seq uint64
+	j   *journal
+	err error
+}
+
+// openNextJournal creates the (empty) journal of checkpoint seq in the
+// background: creating it takes three fsyncs (the file, the directory),
+// which the first write after a checkpoint, typically a small change
+// right after a large import, need not wait for. s.mu must be held.
+func (s *Store) openNextJournal(seq uint64) {
+	ch := make(chan openedJournal, 1)
+	s.nextJournal = ch
+	go func() {
+		j, err := createJournal(s.dir, seq)
+		ch <- openedJournal{seq: seq, j: j, err: err}
+	}()
+}
+
+// takeNextJournal returns the journal opened ahead for checkpoint seq
+// with size bytes of records, nil when there is none (or it failed: the
+// caller opens it again, and reports what fails then). s.mu must be held.
+func (s *Store) takeNextJournal(seq uint64, size int64) *journal {
+	if s.nextJournal == nil {
+		return nil
+	}
+	o := <-s.nextJournal
+	s.nextJournal = nil
+	if o.err != nil || o.j == nil || o.seq != seq || o.j.size != size {
+		if o.j != nil {
+			o.j.close()
+		}
+		return nil
+	}
+	return o.j
 }
 
 // checkpoint writes the state seen by txn as the next checkpoint file and
@@ -269,6 +318,9 @@ func (s *Store) checkpoint(txn *memdb.Txn) error {
 		return fmt.Errorf("checkpoint %s: %w", filepath.Join(s.dir, name), err)
 	}
 	s.prune()
+	if !s.checkpointEveryWrite {
+		s.openNextJournal(seq)
+	}
 	return nil
 }
 
