@@ -58,6 +58,7 @@ func newTestDriverWith(t *testing.T, cfg Config) *Driver {
 	if err != nil {
 		t.Fatalf("open state: %v", err)
 	}
+	t.Cleanup(func() { store.Close() })
 	pinDir := filepath.Join("/sys/fs/bpf", "membrane-test-"+strings.ReplaceAll(t.Name(), "/", "_"))
 	os.RemoveAll(pinDir)
 	dp, err := datapath.Open(datapath.Config{PinDir: pinDir})

@@ -20,6 +20,7 @@ func openStore(t *testing.T, dir string) *state.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close() })
 	if len(r.Skipped) != 0 {
 		t.Fatalf("checkpoints skipped: %v", r.Skipped)
 	}

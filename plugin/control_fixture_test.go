@@ -77,6 +77,7 @@ func (f *controllerFixture) start() {
 	if err != nil {
 		f.tb.Fatal(err)
 	}
+	f.tb.Cleanup(func() { store.Close() }) // before the directory goes
 	if len(restored.Skipped) > 0 {
 		f.tb.Fatalf("checkpoints skipped: %v", restored.Skipped)
 	}

@@ -79,6 +79,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("open state: %w", err)
 	}
+	defer store.Close()
 	for _, skipped := range restored.Skipped {
 		var jerr *state.JournalError
 		if errors.As(skipped, &jerr) && jerr.Torn {

@@ -24,6 +24,7 @@ func newIPAMOnlyHandler(t testing.TB) http.Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { store.Close() })
 	alloc, err := ipamalloc.New(store, ipamalloc.Config{})
 	if err != nil {
 		t.Fatal(err)

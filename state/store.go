@@ -236,6 +236,18 @@ func (s *Store) appendRecord(changes memdb.Changes) (bool, error) {
 	return true, nil
 }
 
+// Close waits for the store's work in the background (deleting old
+// checkpoints, creating the next journal) and closes its journal. Every
+// write is durable already; the store is not to be used after.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeJournal()
+	s.appendable = false
+	s.pruning.Wait()
+	return nil
+}
+
 func (s *Store) closeJournal() {
 	if s.journal != nil {
 		s.journal.close() // its records are fsynced already
