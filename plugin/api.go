@@ -9,70 +9,16 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/membrane-net/membrane/datapath"
 	"github.com/membrane-net/membrane/firewall"
+	"github.com/membrane-net/membrane/internal/apiview"
 	"github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/state"
 )
 
 // maxPolicyBytes bounds a policy import.
 const maxPolicyBytes = 64 << 20
-
-// Status is the answer of GET /v1/status.
-type Status struct {
-	Networks       int                `json:"networks"`
-	Endpoints      int                `json:"endpoints"`
-	Identities     int                `json:"identities"`
-	PolicyRules    int                `json:"policyRules"`
-	PolicyRevision uint64             `json:"policyRevision"`
-	Lockdown       []uint32           `json:"lockdown,omitempty"` // identities denied everything because the policy map is full
-	Counters       []datapath.Counter `json:"counters"`
-}
-
-// EndpointView is one endpoint as the API shows it.
-type EndpointView struct {
-	ID            string            `json:"id"`
-	NetworkID     string            `json:"networkId"`
-	ContainerID   string            `json:"containerId,omitempty"`
-	ContainerName string            `json:"containerName,omitempty"`
-	Interface     string            `json:"interface"`
-	MAC           string            `json:"mac"`
-	IPv4          string            `json:"ipv4,omitempty"`
-	IPv6          string            `json:"ipv6,omitempty"`
-	Identity      uint32            `json:"identity"`
-	IdentityName  string            `json:"identityName,omitempty"` // for reserved identities: "init"
-	IdentitySince *time.Time        `json:"identitySince,omitempty"`
-	Labels        map[string]string `json:"labels,omitempty"`
-	PolicyIngress bool              `json:"policyIngress"` // default-deny for ingress: some rule selects it
-	PolicyEgress  bool              `json:"policyEgress"`
-	Lockdown      bool              `json:"lockdown,omitempty"`
-	SandboxKey    string            `json:"sandboxKey,omitempty"`
-	// Ports are the published ports, "HOSTIP:HOSTPORT->PORT/PROTO" ("*"
-	// for every host address): Docker cannot show them for a remote
-	// driver (`docker port` is empty).
-	Ports []string `json:"ports,omitempty"`
-}
-
-// IdentityView is one identity as the API shows it.
-type IdentityView struct {
-	ID        uint32            `json:"id"`
-	Reserved  string            `json:"reserved,omitempty"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	Endpoints []string          `json:"endpoints,omitempty"`
-}
-
-// PolicyView is the answer of GET /v1/policy.
-type PolicyView struct {
-	Revision uint64            `json:"revision"`
-	Rules    []json.RawMessage `json:"rules"`
-}
-
-// RevisionView answers policy changes.
-type RevisionView struct {
-	Revision uint64 `json:"revision"`
-}
 
 // apiServer serves the management API.
 type apiServer struct {
@@ -105,7 +51,7 @@ var errNotFound = errors.New("not found")
 
 func (s *apiServer) status(w http.ResponseWriter, r *http.Request) {
 	txn := s.store.Read()
-	var st Status
+	var st apiview.Status
 	networks, err := state.ListNetworks(txn)
 	if err != nil {
 		apiError(w, err)
@@ -132,17 +78,22 @@ func (s *apiServer) status(w http.ResponseWriter, r *http.Request) {
 		}
 		rules = len(rows)
 	}
-	if st.Counters, err = s.dp.Counters(); err != nil {
+	counters, err := s.dp.Counters()
+	if err != nil {
 		apiError(w, err)
 		return
+	}
+	st.Counters = make([]apiview.Counter, len(counters))
+	for i, c := range counters {
+		st.Counters[i] = apiview.Counter(c)
 	}
 	st.Networks, st.Endpoints, st.Identities, st.PolicyRules = len(networks), len(endpoints), len(identities), rules
 	st.PolicyRevision, st.Lockdown = s.ctl.status()
 	writeJSON(w, apiContentType, http.StatusOK, st)
 }
 
-func (s *apiServer) endpointView(ep *state.Endpoint) EndpointView {
-	v := EndpointView{
+func (s *apiServer) endpointView(ep *state.Endpoint) apiview.Endpoint {
+	v := apiview.Endpoint{
 		ID: ep.ID, NetworkID: ep.NetworkID, ContainerID: ep.ContainerID, ContainerName: ep.ContainerName, Interface: ep.HostIfName,
 		MAC: ep.MAC, Identity: ep.Identity, IdentityName: labels.Identity(ep.Identity).Reserved(),
 		Labels: ep.Labels, SandboxKey: ep.SandboxKey,
@@ -172,7 +123,7 @@ func (s *apiServer) listEndpoints(w http.ResponseWriter, r *http.Request) {
 		apiError(w, err)
 		return
 	}
-	views := make([]EndpointView, 0, len(endpoints))
+	views := make([]apiview.Endpoint, 0, len(endpoints))
 	for _, ep := range endpoints {
 		views = append(views, s.endpointView(ep))
 	}
@@ -204,7 +155,7 @@ func (s *apiServer) getEndpoint(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *apiServer) identityViews() ([]IdentityView, error) {
+func (s *apiServer) identityViews() ([]apiview.Identity, error) {
 	txn := s.store.Read()
 	ids, err := state.ListIdentities(txn)
 	if err != nil {
@@ -218,12 +169,12 @@ func (s *apiServer) identityViews() ([]IdentityView, error) {
 	for _, ep := range endpoints {
 		byID[ep.Identity] = append(byID[ep.Identity], ep.ID)
 	}
-	var views []IdentityView
+	var views []apiview.Identity
 	for _, id := range []labels.Identity{labels.IdentityHost, labels.IdentityWorld, labels.IdentityInit} {
-		views = append(views, IdentityView{ID: uint32(id), Reserved: id.Reserved(), Endpoints: byID[uint32(id)]})
+		views = append(views, apiview.Identity{ID: uint32(id), Reserved: id.Reserved(), Endpoints: byID[uint32(id)]})
 	}
 	for _, id := range ids {
-		views = append(views, IdentityView{ID: id.ID, Labels: id.Labels, Endpoints: byID[id.ID]})
+		views = append(views, apiview.Identity{ID: id.ID, Labels: id.Labels, Endpoints: byID[id.ID]})
 	}
 	sort.Slice(views, func(i, j int) bool { return views[i].ID < views[j].ID })
 	return views, nil
@@ -270,7 +221,7 @@ func (s *apiServer) getPolicy(w http.ResponseWriter, r *http.Request) {
 		apiError(w, err)
 		return
 	}
-	v := PolicyView{Revision: rev, Rules: make([]json.RawMessage, 0, len(rows))}
+	v := apiview.Policy{Revision: rev, Rules: make([]json.RawMessage, 0, len(rows))}
 	for _, row := range rows {
 		v.Rules = append(v.Rules, json.RawMessage(row.Rule))
 	}
@@ -288,7 +239,7 @@ func (s *apiServer) importPolicy(w http.ResponseWriter, r *http.Request) {
 		apiError(w, err)
 		return
 	}
-	writeJSON(w, apiContentType, http.StatusOK, RevisionView{Revision: rev})
+	writeJSON(w, apiContentType, http.StatusOK, apiview.Revision{Revision: rev})
 }
 
 // readBody reads a request's body, up to limit bytes, into a buffer of
@@ -318,7 +269,7 @@ func (s *apiServer) deletePolicy(w http.ResponseWriter, r *http.Request) {
 		apiError(w, err)
 		return
 	}
-	writeJSON(w, apiContentType, http.StatusOK, RevisionView{Revision: rev})
+	writeJSON(w, apiContentType, http.StatusOK, apiview.Revision{Revision: rev})
 }
 
 func (s *apiServer) deleteAllPolicy(w http.ResponseWriter, r *http.Request) {
@@ -327,7 +278,7 @@ func (s *apiServer) deleteAllPolicy(w http.ResponseWriter, r *http.Request) {
 		apiError(w, err)
 		return
 	}
-	writeJSON(w, apiContentType, http.StatusOK, RevisionView{Revision: rev})
+	writeJSON(w, apiContentType, http.StatusOK, apiview.Revision{Revision: rev})
 }
 
 // apiError is the management API's error answer: {"Err": message}.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/membrane-net/membrane/internal/apiview"
 	"io"
 	"net"
 	"net/http"
@@ -221,7 +222,7 @@ func (c apiClient) importPolicy(doc []byte) uint64 {
 	if resp.StatusCode != http.StatusOK {
 		c.tb.Fatalf("PUT /v1/policy: %s: %s", resp.Status, body)
 	}
-	var rev RevisionView
+	var rev apiview.Revision
 	if err := json.Unmarshal(body, &rev); err != nil {
 		c.tb.Fatal(err)
 	}

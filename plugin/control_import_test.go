@@ -7,6 +7,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/membrane-net/membrane/internal/apiview"
 	"github.com/membrane-net/membrane/state"
 )
 
@@ -118,14 +119,14 @@ func TestStatusCountsRules(t *testing.T) {
 }
 
 // status gets /v1/status.
-func (c apiClient) status() Status {
+func (c apiClient) status() apiview.Status {
 	c.tb.Helper()
 	resp, err := c.http.Get("http://membrane/v1/status")
 	if err != nil {
 		c.tb.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var st Status
+	var st apiview.Status
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		c.tb.Fatal(err)
 	}

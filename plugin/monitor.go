@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/membrane-net/membrane/datapath"
+	"github.com/membrane-net/membrane/internal/apiview"
 )
 
 // Event types a monitor client can ask for.
@@ -149,32 +150,10 @@ func (s *apiServer) monitor(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// EventView is one monitor event as the API streams it.
-type EventView struct {
-	Time        time.Time `json:"time"`
-	Type        string    `json:"type"` // drop, policy or trace
-	Reason      string    `json:"reason,omitempty"`
-	Hook        string    `json:"hook"`
-	Endpoint    uint32    `json:"endpointIfindex"`
-	Src         string    `json:"src,omitempty"`
-	Dst         string    `json:"dst,omitempty"`
-	Proto       string    `json:"proto,omitempty"`
-	SrcPort     uint16    `json:"srcPort,omitempty"`
-	DstPort     uint16    `json:"dstPort,omitempty"`
-	ICMPType    *uint8    `json:"icmpType,omitempty"`
-	SrcIdentity uint32    `json:"srcIdentity,omitempty"`
-	DstIdentity uint32    `json:"dstIdentity,omitempty"`
-	Direction   string    `json:"direction,omitempty"` // of the policy check: ingress or egress
-	Verdict     string    `json:"verdict,omitempty"`   // of the policy check: allow or deny
-	Match       string    `json:"match,omitempty"`
-	CT          string    `json:"ct,omitempty"`
-	Length      uint32    `json:"length"`
-}
-
 var protoNames = map[uint8]string{1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 
-func eventView(ev datapath.Event) EventView {
-	v := EventView{
+func eventView(ev datapath.Event) apiview.Event {
+	v := apiview.Event{
 		Time: ev.Time, Reason: ev.Reason, Hook: ev.Hook.String(), Endpoint: ev.Endpoint,
 		SrcPort: ev.SrcPort, DstPort: ev.DstPort, CT: ev.CT, Length: ev.Len,
 	}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/membrane-net/membrane/internal/apiview"
 )
 
 func runStatus(ctx context.Context, args []string) error {
@@ -15,7 +17,7 @@ func runStatus(ctx context.Context, args []string) error {
 	if err := cf.parse(fs, args, 0, "membrane status [-o json]"); err != nil {
 		return err
 	}
-	var st status
+	var st apiview.Status
 	if err := cf.client().call(ctx, "GET", "/v1/status", nil, &st); err != nil {
 		return err
 	}
@@ -51,7 +53,7 @@ func endpointList(ctx context.Context, args []string) error {
 	if err := cf.parse(fs, args, 0, "membrane endpoint list [-o json]"); err != nil {
 		return err
 	}
-	var eps []endpointView
+	var eps []apiview.Endpoint
 	if err := cf.client().call(ctx, "GET", "/v1/endpoints", nil, &eps); err != nil {
 		return err
 	}
@@ -66,7 +68,7 @@ func endpointList(ctx context.Context, args []string) error {
 	})
 }
 
-func containerName(e endpointView) string {
+func containerName(e apiview.Endpoint) string {
 	if e.ContainerName != "" {
 		return e.ContainerName
 	}
@@ -76,7 +78,7 @@ func containerName(e endpointView) string {
 	return e.ContainerID
 }
 
-func identityName(e endpointView) string {
+func identityName(e apiview.Endpoint) string {
 	if e.IdentityName != "" {
 		return fmt.Sprintf("%d (%s)", e.Identity, e.IdentityName)
 	}
@@ -99,7 +101,7 @@ func endpointGet(ctx context.Context, args []string) error {
 	if err := cf.parse(fs, args, 1, "membrane endpoint get ENDPOINT|CONTAINER [-o json]"); err != nil {
 		return err
 	}
-	var e endpointView
+	var e apiview.Endpoint
 	if err := cf.client().call(ctx, "GET", "/v1/endpoints/"+queryEscape(fs.Arg(0)), nil, &e); err != nil {
 		return err
 	}
@@ -132,7 +134,7 @@ func identityList(ctx context.Context, args []string) error {
 	if err := cf.parse(fs, args, 0, "membrane identity list [-o json]"); err != nil {
 		return err
 	}
-	var ids []identityView
+	var ids []apiview.Identity
 	if err := cf.client().call(ctx, "GET", "/v1/identities", nil, &ids); err != nil {
 		return err
 	}
@@ -155,7 +157,7 @@ func identityGet(ctx context.Context, args []string) error {
 	if err := cf.parse(fs, args, 1, "membrane identity get NUMBER [-o json]"); err != nil {
 		return err
 	}
-	var id identityView
+	var id apiview.Identity
 	if err := cf.client().call(ctx, "GET", "/v1/identities/"+queryEscape(fs.Arg(0)), nil, &id); err != nil {
 		return err
 	}
@@ -191,7 +193,7 @@ func policyImport(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("read policy: %w", err)
 	}
-	var rev revisionView
+	var rev apiview.Revision
 	if err := cf.client().call(ctx, "PUT", "/v1/policy", data, &rev); err != nil {
 		return err
 	}
@@ -207,7 +209,7 @@ func policyGet(ctx context.Context, args []string) error {
 	if err := cf.parse(fs, args, 0, "membrane policy get [-o json]"); err != nil {
 		return err
 	}
-	var p policyView
+	var p apiview.Policy
 	if err := cf.client().call(ctx, "GET", "/v1/policy", nil, &p); err != nil {
 		return err
 	}
@@ -237,7 +239,7 @@ func policyDelete(ctx context.Context, args []string) error {
 	default:
 		return fmt.Errorf("usage: membrane policy delete NAME|--all")
 	}
-	var rev revisionView
+	var rev apiview.Revision
 	if err := cf.client().call(ctx, "DELETE", path, nil, &rev); err != nil {
 		return err
 	}
@@ -272,11 +274,11 @@ func runMonitor(ctx context.Context, args []string) error {
 			_, err := fmt.Printf("%s\n", line)
 			return err
 		}
-		var ev eventView
+		var ev apiview.Event
 		if err := json.Unmarshal(line, &ev); err != nil {
 			return fmt.Errorf("decode event: %w", err)
 		}
-		_, err := fmt.Println(ev.String())
+		_, err := fmt.Println(eventLine(ev))
 		return err
 	})
 	if ctx.Err() != nil {

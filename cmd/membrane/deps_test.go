@@ -17,6 +17,7 @@ func TestCLILinksNoDaemonPackage(t *testing.T) {
 	allowed := map[string]bool{
 		"github.com/spf13/pflag":                            true,
 		"github.com/membrane-net/membrane/internal/envflag": true,
+		"github.com/membrane-net/membrane/internal/apiview": true,
 		"github.com/membrane-net/membrane/cmd/membrane":     true,
 	}
 	for _, pkg := range strings.Fields(string(out)) {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/membrane-net/membrane/internal/apiview"
 )
 
 // serve serves h on a unix socket, as the daemon serves its API (net/http),
@@ -90,7 +92,7 @@ func TestClientReadsWhatNetHTTPServes(t *testing.T) {
 	c := newAPIClient(serve(t, mux))
 	ctx := context.Background()
 
-	var rev revisionView
+	var rev apiview.Revision
 	if err := c.call(ctx, "GET", "/small", nil, &rev); err != nil || rev.Revision != 7 {
 		t.Errorf("small answer: %+v, %v", rev, err)
 	}

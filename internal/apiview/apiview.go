@@ -1,40 +1,29 @@
-package main
+// Package apiview holds the management API's answers as they go over
+// the wire: the daemon (package plugin) encodes them and the membrane CLI
+// decodes them. It imports nothing but the standard library, so that the
+// CLI, which starts a process for every command, stays free of the
+// daemon's dependencies.
+package apiview
 
 import (
 	"encoding/json"
-	"fmt"
-	"net"
-	"strings"
 	"time"
 )
 
-// The management API's answers, as the CLI reads them. They mirror the
-// daemon's types (plugin.Status, plugin.EndpointView, ...) field for field
-// and tag for tag, so that `-o json` prints what the daemon sent
-// (api_test.go holds them to it), without the CLI importing package
-// plugin: that would link the daemon's dependencies (the Docker client,
-// Prometheus, cilium/ebpf, ...) into a CLI build, whose every start pays
-// for their initialization.
-
-type status struct {
+// Status is the answer of GET /v1/status.
+type Status struct {
 	Networks       int       `json:"networks"`
 	Endpoints      int       `json:"endpoints"`
 	Identities     int       `json:"identities"`
 	PolicyRules    int       `json:"policyRules"`
 	PolicyRevision uint64    `json:"policyRevision"`
-	Lockdown       []uint32  `json:"lockdown,omitempty"`
-	Counters       []counter `json:"counters"`
+	Lockdown       []uint32  `json:"lockdown,omitempty"` // identities denied everything because the policy map is full
+	Counters       []Counter `json:"counters"`
 }
 
-// counter is datapath.Counter.
-type counter struct {
-	Reason  string
-	Drop    bool
-	Packets uint64
-	Bytes   uint64
-}
-
-type endpointView struct {
+// Endpoint is one endpoint as the API shows it (GET /v1/endpoints, and
+// /v1/endpoints/ID).
+type Endpoint struct {
 	ID            string            `json:"id"`
 	NetworkID     string            `json:"networkId"`
 	ContainerID   string            `json:"containerId,omitempty"`
@@ -44,35 +33,53 @@ type endpointView struct {
 	IPv4          string            `json:"ipv4,omitempty"`
 	IPv6          string            `json:"ipv6,omitempty"`
 	Identity      uint32            `json:"identity"`
-	IdentityName  string            `json:"identityName,omitempty"`
+	IdentityName  string            `json:"identityName,omitempty"` // for reserved identities: "init"
 	IdentitySince *time.Time        `json:"identitySince,omitempty"`
 	Labels        map[string]string `json:"labels,omitempty"`
-	PolicyIngress bool              `json:"policyIngress"`
+	PolicyIngress bool              `json:"policyIngress"` // default-deny for ingress: some rule selects it
 	PolicyEgress  bool              `json:"policyEgress"`
 	Lockdown      bool              `json:"lockdown,omitempty"`
 	SandboxKey    string            `json:"sandboxKey,omitempty"`
-	Ports         []string          `json:"ports,omitempty"`
+	// Ports are the published ports, "HOSTIP:HOSTPORT->PORT/PROTO" ("*"
+	// for every host address): Docker cannot show them for a remote
+	// driver (`docker port` is empty).
+	Ports []string `json:"ports,omitempty"`
 }
 
-type identityView struct {
+// Identity is one identity as the API shows it (GET /v1/identities, and
+// /v1/identities/ID).
+type Identity struct {
 	ID        uint32            `json:"id"`
 	Reserved  string            `json:"reserved,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Endpoints []string          `json:"endpoints,omitempty"`
 }
 
-type policyView struct {
+// Policy is the answer of GET /v1/policy.
+type Policy struct {
 	Revision uint64            `json:"revision"`
 	Rules    []json.RawMessage `json:"rules"`
 }
 
-type revisionView struct {
+// Revision answers policy changes (PUT /v1/policy, DELETE /v1/policy and
+// /v1/policy/NAME).
+type Revision struct {
 	Revision uint64 `json:"revision"`
 }
 
-type eventView struct {
+// Counter is the datapath's packet and byte count for one reason.
+type Counter struct {
+	Reason  string // e.g. "forward_peer", "drop_spoof_ip4"
+	Drop    bool   // the packets were dropped
+	Packets uint64
+	Bytes   uint64
+}
+
+// Event is one datapath event as GET /v1/monitor streams it, a JSON
+// object a line.
+type Event struct {
 	Time        time.Time `json:"time"`
-	Type        string    `json:"type"`
+	Type        string    `json:"type"` // drop, policy or trace
 	Reason      string    `json:"reason,omitempty"`
 	Hook        string    `json:"hook"`
 	Endpoint    uint32    `json:"endpointIfindex"`
@@ -84,35 +91,9 @@ type eventView struct {
 	ICMPType    *uint8    `json:"icmpType,omitempty"`
 	SrcIdentity uint32    `json:"srcIdentity,omitempty"`
 	DstIdentity uint32    `json:"dstIdentity,omitempty"`
-	Direction   string    `json:"direction,omitempty"`
-	Verdict     string    `json:"verdict,omitempty"`
+	Direction   string    `json:"direction,omitempty"` // of the policy check: ingress or egress
+	Verdict     string    `json:"verdict,omitempty"`   // of the policy check: allow or deny
 	Match       string    `json:"match,omitempty"`
 	CT          string    `json:"ct,omitempty"`
 	Length      uint32    `json:"length"`
-}
-
-// String is the line `membrane monitor` prints for the event.
-func (v eventView) String() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s %-6s %-14s", v.Time.Format("15:04:05.000"), v.Type, v.Hook)
-	if v.Src != "" {
-		src, dst := v.Src, v.Dst
-		if v.SrcPort != 0 || v.DstPort != 0 {
-			src, dst = net.JoinHostPort(v.Src, fmt.Sprint(v.SrcPort)), net.JoinHostPort(v.Dst, fmt.Sprint(v.DstPort))
-		}
-		fmt.Fprintf(&b, " %s -> %s %s", src, dst, v.Proto)
-	}
-	if v.ICMPType != nil {
-		fmt.Fprintf(&b, " type %d", *v.ICMPType)
-	}
-	if v.Direction != "" {
-		fmt.Fprintf(&b, " identity %d -> %d, %s %s (%s)", v.SrcIdentity, v.DstIdentity, v.Direction, v.Verdict, v.Match)
-	}
-	if v.Reason != "" {
-		fmt.Fprintf(&b, " reason %s", v.Reason)
-	}
-	if v.CT != "" {
-		fmt.Fprintf(&b, " ct %s", v.CT)
-	}
-	return b.String()
 }
