@@ -484,8 +484,21 @@ type journal struct {
 // survive a crash, and appends to it would be acknowledged all the same.
 // It is one fsync per journal a process opens.
 func openJournal(dir string, seq uint64, size int64) (*journal, error) {
-	path := filepath.Join(dir, journalName(seq))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	return openJournalFile(dir, seq, os.O_RDWR|os.O_CREATE, size)
+}
+
+// createJournal creates the empty journal of checkpoint seq, durably, and
+// fails if the file exists already: unlike openJournal it never cuts
+// records another opener may have written.
+func createJournal(dir string, seq uint64) (*journal, error) {
+	return openJournalFile(dir, seq, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0)
+}
+
+// openJournalFile opens the journal of checkpoint seq with flags, cuts it
+// to size (a no-op for a file just created), and makes it and its
+// directory entry durable.
+func openJournalFile(dir string, seq uint64, flags int, size int64) (*journal, error) {
+	f, err := os.OpenFile(filepath.Join(dir, journalName(seq)), flags, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -502,25 +515,6 @@ func openJournal(dir string, seq uint64, size int64) (*journal, error) {
 		return nil, err
 	}
 	return &journal{f: f, size: size}, nil
-}
-
-// createJournal creates the empty journal of checkpoint seq, durably, and
-// fails if the file exists already: unlike openJournal it never cuts
-// records another opener may have written.
-func createJournal(dir string, seq uint64) (*journal, error) {
-	f, err := os.OpenFile(filepath.Join(dir, journalName(seq)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := syncJournalDir(dir); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return &journal{f: f}, nil
 }
 
 // append writes a record and fsyncs it. If that fails, the file is cut back
