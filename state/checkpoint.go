@@ -9,12 +9,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 
 	memdb "github.com/hashicorp/go-memdb"
 )
@@ -202,7 +199,7 @@ func encodeCheckpointPayload(data *checkpointData) ([][]byte, error) {
 // that join into a comma-separated list: every run but the first starts
 // with a comma.
 func encodePolicyRows(rows []*Policy) ([][]byte, error) {
-	encode := func(chunk []*Policy, first bool) ([]byte, error) {
+	return encodeChunks(rows, minParallelPolicies, func(chunk []*Policy, first bool) ([]byte, error) {
 		size := 0
 		for _, p := range chunk {
 			size += policyRowSize(p)
@@ -218,25 +215,7 @@ func encodePolicyRows(rows []*Policy) ([][]byte, error) {
 			}
 		}
 		return b, nil
-	}
-	if len(rows) < minParallelPolicies {
-		b, err := encode(rows, true)
-		return [][]byte{b}, err
-	}
-	n := min(runtime.GOMAXPROCS(0), 8)
-	size := (len(rows) + n - 1) / n
-	parts := make([][]byte, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		chunk := rows[min(i*size, len(rows)):min((i+1)*size, len(rows))]
-		wg.Go(func() { parts[i], errs[i] = encode(chunk, i == 0) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return slices.DeleteFunc(parts, func(p []byte) bool { return len(p) == 0 }), nil
+	})
 }
 
 // decodeCheckpoint validates a checkpoint file image and loads it into a new

@@ -205,18 +205,28 @@ const changeSizeHint = 512
 // encodeChanges encodes changes as non-empty runs of JSON objects
 // separated by commas, to be joined with commas.
 func encodeChanges(changes memdb.Changes) ([][]byte, error) {
-	if len(changes) < minParallelChanges {
-		b, err := appendChanges(make([]byte, 0, len(changes)*changeSizeHint), changes)
+	return encodeChunks(changes, minParallelChanges, func(chunk []memdb.Change, _ bool) ([]byte, error) {
+		return appendChanges(make([]byte, 0, len(chunk)*changeSizeHint), chunk)
+	})
+}
+
+// encodeChunks encodes items as runs of bytes that follow each other: one
+// run when they are fewer than minParallel, else a chunk of them per CPU
+// (up to 8), encoded side by side, with empty runs left out. encode is
+// told whether its chunk comes first.
+func encodeChunks[T any](items []T, minParallel int, encode func(chunk []T, first bool) ([]byte, error)) ([][]byte, error) {
+	if len(items) < minParallel {
+		b, err := encode(items, true)
 		return [][]byte{b}, err
 	}
 	n := min(runtime.GOMAXPROCS(0), 8)
-	size := (len(changes) + n - 1) / n
+	size := (len(items) + n - 1) / n
 	parts := make([][]byte, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		chunk := changes[min(i*size, len(changes)):min((i+1)*size, len(changes))]
-		wg.Go(func() { parts[i], errs[i] = appendChanges(make([]byte, 0, len(chunk)*changeSizeHint), chunk) })
+		chunk := items[min(i*size, len(items)):min((i+1)*size, len(items))]
+		wg.Go(func() { parts[i], errs[i] = encode(chunk, i == 0) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
