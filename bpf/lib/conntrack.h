@@ -31,7 +31,12 @@ struct ct_key {
 #define CT_CHECK_INGRESS 0x2 /* ingress of the destination, a local endpoint */
 
 struct ct_entry {
-	__u64 last_seen;   /* bpf_ktime_get_ns, refreshed at most once a second */
+	/*
+	 * bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC at tick resolution: the
+	 * fine clock costs a clock-source read on every packet), refreshed at
+	 * most once a second.
+	 */
+	__u64 last_seen;
 	__u32 revision;    /* policy revision the flow was last verified at */
 	__u16 policy_port; /* port the policy was checked with (host order) */
 	__u8 checks;       /* CT_CHECK_* */

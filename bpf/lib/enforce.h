@@ -132,7 +132,7 @@ int ct_policy(struct __sk_buff *ctx, struct flow *f, __u32 checks, __u32 hook)
 		if (e->revision == rev) {
 			if (e->denied)
 				return e->denied;
-			ct_touch(e, bpf_ktime_get_ns());
+			ct_touch(e, bpf_ktime_get_coarse_ns());
 			goto pass;
 		}
 		/* Check again the flow's original checks on its original tuple (key). */
@@ -153,7 +153,7 @@ int ct_policy(struct __sk_buff *ctx, struct flow *f, __u32 checks, __u32 hook)
 			return e->denied;
 		}
 		e->denied = 0;
-		ct_touch(e, bpf_ktime_get_ns());
+		ct_touch(e, bpf_ktime_get_coarse_ns());
 		goto pass;
 	}
 
@@ -163,7 +163,7 @@ int ct_policy(struct __sk_buff *ctx, struct flow *f, __u32 checks, __u32 hook)
 	if (!policy_allowed(match))
 		return policy_drop_reason(match);
 	if (!(f->flags & (FLOW_F_NOCT | FLOW_F_NOCREATE)))
-		ct_create(&key, bpf_ktime_get_ns(), rev, f->policy_port, checks);
+		ct_create(&key, bpf_ktime_get_coarse_ns(), rev, f->policy_port, checks);
 	goto pass;
 
 related:

@@ -126,45 +126,16 @@ static __always_inline void event_send(struct event *ev)
 }
 
 /*
- * account counts the packet in ctx under reason (unless flags has
- * ACCOUNT_NO_COUNT) and emits the event of type it calls for: EVENT_DROP
- * always, EVENT_TRACE at MONITOR_TRACE, 0 for none; made from what the
- * frame's headers say. flags are EVENT_F_* for the event.
- *
- * Global (not inlined) functions, account and account_flow: each verdict
- * calls one, and the verifier checks it once. The per-endpoint programs,
- * loaded at every attach, only need account.
+ * emit_event sends the event of type for the packet in ctx, made from what
+ * the frame's headers say, or from f when it is not NULL. The event is built
+ * here, apart from account and account_flow, so that a packet for which no
+ * event is wanted (nearly all of them) never zeroes one.
  */
 __attribute__((noinline))
-int account(struct __sk_buff *ctx, __u32 reason, __u32 type, __u32 flags)
+int emit_event(struct __sk_buff *ctx, const struct flow *f, __u32 reason, __u32 type, __u32 flags)
 {
 	struct event ev = {};
 
-	if (!(flags & ACCOUNT_NO_COUNT))
-		metrics_count(ctx, reason);
-	if (!event_wanted(type))
-		return 0;
-	event_start(ctx, &ev, reason, type, flags & 0xff);
-	event_packet(ctx, &ev);
-	event_send(&ev);
-	return 0;
-}
-
-/*
- * account_flow is account for a packet whose flow f is parsed: the event
- * carries the flow, and what the policy check found. EVENT_VERDICT events
- * are always emitted (the caller checks the level).
- */
-__attribute__((noinline))
-int account_flow(struct __sk_buff *ctx, const struct flow *f, __u32 reason, __u32 type,
-		 __u32 flags)
-{
-	struct event ev = {};
-
-	if (!(flags & ACCOUNT_NO_COUNT))
-		metrics_count(ctx, reason);
-	if (!event_wanted(type))
-		return 0;
 	event_start(ctx, &ev, reason, type, flags & 0xff);
 	if (!f) {
 		event_packet(ctx, &ev);
@@ -188,4 +159,40 @@ int account_flow(struct __sk_buff *ctx, const struct flow *f, __u32 reason, __u3
 	}
 	event_send(&ev);
 	return 0;
+}
+
+/*
+ * account counts the packet in ctx under reason (unless flags has
+ * ACCOUNT_NO_COUNT) and emits the event of type it calls for: EVENT_DROP
+ * always, EVENT_TRACE at MONITOR_TRACE, 0 for none; made from what the
+ * frame's headers say. flags are EVENT_F_* for the event.
+ *
+ * Global (not inlined) functions, account and account_flow: each verdict
+ * calls one, and the verifier checks it once. The per-endpoint programs,
+ * loaded at every attach, only need account.
+ */
+__attribute__((noinline))
+int account(struct __sk_buff *ctx, __u32 reason, __u32 type, __u32 flags)
+{
+	if (!(flags & ACCOUNT_NO_COUNT))
+		metrics_count(ctx, reason);
+	if (!event_wanted(type))
+		return 0;
+	return emit_event(ctx, NULL, reason, type, flags);
+}
+
+/*
+ * account_flow is account for a packet whose flow f is parsed: the event
+ * carries the flow, and what the policy check found. EVENT_VERDICT events
+ * are always emitted (the caller checks the level).
+ */
+__attribute__((noinline))
+int account_flow(struct __sk_buff *ctx, const struct flow *f, __u32 reason, __u32 type,
+		 __u32 flags)
+{
+	if (!(flags & ACCOUNT_NO_COUNT))
+		metrics_count(ctx, reason);
+	if (!event_wanted(type))
+		return 0;
+	return emit_event(ctx, f, reason, type, flags);
 }

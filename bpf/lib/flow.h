@@ -90,6 +90,34 @@ struct icmp_head {
 };
 
 /*
+ * L4_DIRECT_MAX bounds the offset at which load_ports reads the packet
+ * directly: past any IPv4 header, and past an IPv6 header with a few
+ * extension headers. Beyond it the helper copies.
+ */
+#define L4_DIRECT_MAX 256
+
+/*
+ * load_ports copies the two ports at off of ctx: straight from the packet
+ * when they are in its linear part, as they nearly always are, else through
+ * bpf_skb_load_bytes. Returns 0, or -1 when the header is truncated.
+ */
+static __always_inline int load_ports(struct __sk_buff *ctx, __u32 off, __be16 ports[2])
+{
+	void *data = ctx_data(ctx), *data_end = ctx_data_end(ctx);
+	__be16 *p;
+
+	if (off <= L4_DIRECT_MAX) {
+		p = data + off;
+		if ((void *)(p + 2) <= data_end) {
+			ports[0] = p[0];
+			ports[1] = p[1];
+			return 0;
+		}
+	}
+	return bpf_skb_load_bytes(ctx, off, ports, 2 * sizeof(__be16)) < 0 ? -1 : 0;
+}
+
+/*
  * l4_parse fills t's ports, *port (policy port) and *flags from the
  * upper-layer header of protocol proto at off. Returns 0, or -1 when the
  * header is truncated.
@@ -109,7 +137,7 @@ static __always_inline int l4_parse(struct __sk_buff *ctx, __u32 off, __u8 proto
 	case IPPROTO_UDP:
 	case IPPROTO_UDPLITE:
 	case IPPROTO_SCTP:
-		if (bpf_skb_load_bytes(ctx, off, ports, sizeof(ports)) < 0)
+		if (load_ports(ctx, off, ports) < 0)
 			return -1;
 		t->sport = ports[0];
 		t->dport = ports[1];
@@ -255,43 +283,52 @@ struct ipv6_frag_hdr {
 };
 
 /* flow_ipv4 parses the IPv4 header. Returns the L4 offset, or a negative metric reason. */
+/*
+ * The header is read straight from the packet: the caller of the tail call
+ * found it in the linear part (ipv4_hdr, ipv6_hdr), and the programs never
+ * change its length.
+ */
 static __always_inline int flow_ipv4(struct __sk_buff *ctx, struct flow *f, __u8 *proto)
 {
-	struct iphdr ip;
+	void *data = ctx_data(ctx), *data_end = ctx_data_end(ctx);
+	struct iphdr *ip = data + ETH_HLEN;
 	__u16 frag;
 	int err;
 
-	if (bpf_skb_load_bytes(ctx, ETH_HLEN, &ip, sizeof(ip)) < 0 || ip.ihl < 5)
+	if ((void *)(ip + 1) > data_end || ip->ihl < 5)
 		return -METRIC_DROP_MALFORMED;
-	ipv4_map(f->tuple.saddr, ip.saddr);
-	ipv4_map(f->tuple.daddr, ip.daddr);
-	f->tuple.proto = ip.protocol;
-	*proto = ip.protocol;
+	ipv4_map(f->tuple.saddr, ip->saddr);
+	ipv4_map(f->tuple.daddr, ip->daddr);
+	f->tuple.proto = ip->protocol;
+	*proto = ip->protocol;
 
-	frag = bpf_ntohs(ip.frag_off);
+	frag = bpf_ntohs(ip->frag_off);
 	if (frag & IP_OFFSET) {
-		err = frag_resume(f, ip.id, ip.protocol);
+		err = frag_resume(f, ip->id, ip->protocol);
 		return err ? -err : 0;
 	}
 	if (frag & IP_MF) {
 		f->flags |= FLOW_F_FIRST_FRAG;
-		f->frag_id = ip.id;
-		f->frag_proto = ip.protocol;
+		f->frag_id = ip->id;
+		f->frag_proto = ip->protocol;
 	}
-	return ETH_HLEN + ip.ihl * 4;
+	return ETH_HLEN + ip->ihl * 4;
 }
 
 /* flow_ipv6 parses the IPv6 headers. Returns the L4 offset, or a negative metric reason. */
 static __always_inline int flow_ipv6(struct __sk_buff *ctx, struct flow *f, int l4, __u8 *proto)
 {
+	void *data = ctx_data(ctx), *data_end = ctx_data_end(ctx);
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
 	struct ipv6_frag_hdr fh;
 	__u16 frag;
 	__u32 off;
 	int err;
 
-	if (l4 < 0 || bpf_skb_load_bytes(ctx, ETH_HLEN + offsetof(struct ipv6hdr, saddr),
-					 f->tuple.saddr, 32) < 0)
+	if (l4 < 0 || (void *)(ip6 + 1) > data_end)
 		return -METRIC_DROP_MALFORMED;
+	__builtin_memcpy(f->tuple.saddr, &ip6->saddr, sizeof(f->tuple.saddr));
+	__builtin_memcpy(f->tuple.daddr, &ip6->daddr, sizeof(f->tuple.daddr));
 	f->flags |= FLOW_F_IPV6;
 	*proto = IPV6_L4_PROTO(l4);
 	off = IPV6_L4_OFF(l4);
