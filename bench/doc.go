@@ -16,7 +16,10 @@
 // Client and server are the same binaries in every setup (membrane-netload
 // and iperf3), run on the host entered into the target network namespace
 // with nsenter and pinned with taskset (client and server on their own
-// CPUs), so the setups differ only in the network between them.
+// CPUs), so the setups differ only in the network between them. Beside
+// each datapath load's rate the harness records the machine's busy CPU
+// time (/proc/stat) per unit of the load's work (cpustat.go), which
+// varies less than the rates on a shared machine.
 //
 // The datapath setups are dual-stack and measured over IPv4 and IPv6
 // apart. Beside the bare veth pair, a second one carries the nat rules

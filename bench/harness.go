@@ -31,6 +31,8 @@ type harness struct {
 	td    teardown
 	rec   *recorder
 	loads loads
+	// cpu reads the machine's busy CPU time around each datapath load.
+	cpu cpuClock
 
 	docker   *dockerd
 	membrane *membraned
@@ -70,7 +72,7 @@ func Run(ctx context.Context, cfg Config) (*record.Run, error) {
 	h := &harness{
 		cfg: cfg, log: cfg.Log,
 		rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x6d656d6272616e65)),
-		rec: newRecorder(cfg.Log), td: teardown{log: cfg.Log},
+		rec: newRecorder(cfg.Log), td: teardown{log: cfg.Log}, cpu: newCPUClock(),
 	}
 	h.logf("mode %s, %d rounds of %s loads, seed %d", cfg.Mode, cfg.Rounds, cfg.Duration, cfg.Seed)
 	run := &record.Run{

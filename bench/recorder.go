@@ -111,6 +111,11 @@ const (
 	metricMiB   = "mib"    // memory
 )
 
+// cpuMetric is the companion of a datapath load's rate: the machine's busy
+// CPU time per unit of the load's work (cpuCosts gives the unit), one
+// sample per round beside the rate's, e.g. datapath/raw/rr-cpu.
+func cpuMetric(metric string) string { return metric + "-cpu" }
+
 // Implementations the policy-scale section compares.
 const (
 	implMembrane         = "membrane"

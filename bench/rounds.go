@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/membrane-net/membrane/bench/iperf3"
+	"github.com/membrane-net/membrane/bench/netload"
 )
 
 // runRounds runs every round: all measurements of the datapath and
@@ -121,25 +124,57 @@ func (h *harness) installTasks(n int) []task {
 	})
 }
 
-// measureDatapath runs one metric over one datapath setup and family.
+// measureDatapath runs one metric over one datapath setup and family, and
+// records beside its rate the machine's busy CPU time per unit of its
+// work.
 func (h *harness) measureDatapath(ctx context.Context, round int, family, setup, metric string) error {
 	p := h.paths[setup].over(family)
 	id := datapathFamilyID(family, setup, metric)
+	cpuID := datapathFamilyID(family, setup, cpuMetric(metric))
 	switch metric {
 	case metricTCP1, metricTCP2:
 		streams := 1
 		if metric == metricTCP2 {
 			streams = 2
 		}
-		r, err := h.loads.iperf(ctx, p, streams)
+		var r iperf3.Result
+		busy, err := h.cpu.during(func() (err error) {
+			r, err = h.loads.iperf(ctx, p, streams)
+			return err
+		})
 		if err != nil {
 			return err
 		}
 		h.rec.add(id, "Gbit/s", round, r.ReceivedBitsPerSecond/1e9)
-		return nil
+		return h.addCPU(cpuID, metric, round, busy, float64(r.ReceivedBytes))
 	default:
-		return h.measureLoad(ctx, round, p, metric, id)
+		var r netload.Result
+		busy, err := h.cpu.during(func() (err error) {
+			r, err = h.loads.netloadClient(ctx, p, metric)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		h.addLoad(round, metric, id, r)
+		return h.addCPU(cpuID, metric, round, busy, float64(r.Count))
 	}
+}
+
+// addCPU records busy CPU time per unit of a load's work done (its count:
+// transactions, connections, datagrams received or bytes received) as a
+// sample of the series id.
+func (h *harness) addCPU(id, metric string, round int, busy time.Duration, done float64) error {
+	c, ok := cpuCosts[metric]
+	if !ok {
+		return fmt.Errorf("%s: no CPU cost for load %s", id, metric)
+	}
+	v, err := c.of(busy, done)
+	if err != nil {
+		return fmt.Errorf("%s: %w", id, err)
+	}
+	h.rec.add(id, c.unit, round, v)
+	return nil
 }
 
 // measureLoad runs a netload load (rr, crr or udp) and records its rate
@@ -149,6 +184,13 @@ func (h *harness) measureLoad(ctx context.Context, round int, p path, metric, id
 	if err != nil {
 		return err
 	}
+	h.addLoad(round, metric, id, r)
+	return nil
+}
+
+// addLoad records a netload load's rate under id; rr also records its
+// latency quantiles.
+func (h *harness) addLoad(round int, metric, id string, r netload.Result) {
 	unit := map[string]string{metricRR: "transactions/s", metricCRR: "connections/s", metricUDP: "datagrams/s"}[metric]
 	h.rec.add(id, unit, round, r.Rate)
 	if metric == metricRR {
@@ -156,7 +198,6 @@ func (h *harness) measureLoad(ctx context.Context, round int, p path, metric, id
 		h.rec.add(base+"/"+metricRRP50, "µs", round, r.P50Micros)
 		h.rec.add(base+"/"+metricRRP99, "µs", round, r.P99Micros)
 	}
-	return nil
 }
 
 // enterPolicy makes the daemon's policy the given state: every rule

@@ -80,6 +80,16 @@ func tableRatios(family string) string {
 	return "Datapath, " + familyLabels[family] + ": per-round ratios (median over rounds)"
 }
 
+// tableCPU and tableCPURatios are the CPU-per-work tables of a family,
+// which follow its ratio table.
+func tableCPU(family string) string {
+	return "Datapath, " + familyLabels[family] + ": CPU time per unit of work (median over rounds; lower is better)"
+}
+
+func tableCPURatios(family string) string {
+	return "Datapath, " + familyLabels[family] + ": CPU time per unit of work, per-round ratios (median over rounds; lower is better)"
+}
+
 // Summarize fills the run's figures, targets and charts from its series
 // (replacing any it had).
 func Summarize(run *record.Run) {
@@ -144,6 +154,7 @@ func (b *summaryBuilder) datapath() {
 					datapathFamilyID(family, p.num, m), datapathFamilyID(family, p.den, m))
 			}
 		}
+		b.datapathCPU(family)
 	}
 	for _, s := range datapathSetups {
 		for _, family := range families {
@@ -155,6 +166,36 @@ func (b *summaryBuilder) datapath() {
 			for _, m := range []string{metricTCP1, metricTCP2, metricRR, metricRRP50, metricRRP99, metricCRR, metricUDP} {
 				b.value(tableDatapath(family), setupLabels[s], metricLabels[m]+" ("+metricUnits[m]+")", datapathFamilyID(family, s, m))
 			}
+		}
+	}
+}
+
+// datapathCPU adds a family's CPU time per unit of work: each setup's,
+// then the per-round ratios of the setup pairs its rate ratios compare.
+// Records from before the figure have no such series, and so no tables.
+func (b *summaryBuilder) datapathCPU(family string) {
+	for _, s := range datapathSetups {
+		for _, m := range ratioMetrics {
+			b.value(tableCPU(family), setupLabels[s], metricLabels[m]+" ("+cpuCosts[m].unit+")",
+				datapathFamilyID(family, s, cpuMetric(m)))
+		}
+	}
+	for _, p := range datapathRatios {
+		for _, m := range ratioMetrics {
+			b.ratio(tableCPURatios(family), ratioLabel(p), metricLabels[m],
+				datapathFamilyID(family, p.num, cpuMetric(m)), datapathFamilyID(family, p.den, cpuMetric(m)))
+		}
+	}
+	b.showIQR(tableCPU(family))
+	b.showIQR(tableCPURatios(family))
+}
+
+// showIQR has the report show the interquartile range of a table's
+// figures.
+func (b *summaryBuilder) showIQR(table string) {
+	for i := range b.run.Figures {
+		if b.run.Figures[i].Table == table {
+			b.run.Figures[i].ShowIQR = true
 		}
 	}
 }

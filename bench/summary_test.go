@@ -1,12 +1,17 @@
 package bench
 
 import (
+	"encoding/json"
 	"io"
 	"math"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/membrane-net/membrane/bench/record"
+	"github.com/membrane-net/membrane/bench/report"
 )
 
 func series(id, unit string, values ...float64) *record.Series {
@@ -216,5 +221,88 @@ func TestDatapathPlanSaysWhatRanOverEachFamily(t *testing.T) {
 	}
 	if plan[1].Prefix != "fd6d:6272:c8::/48" || len(plan[1].Loads) != 4 || len(plan[0].Setups) != 5 {
 		t.Errorf("plan %+v", plan)
+	}
+}
+
+func TestSummarizeShowsCPUPerWorkBesideTheRateRatios(t *testing.T) {
+	run := &record.Run{Rounds: 3}
+	add := func(family, setup, metric string, vs ...float64) {
+		run.Series = append(run.Series, series(datapathFamilyID(family, setup, metric), "", vs...))
+	}
+	add(familyIPv4, setupRaw, metricRR, 40000, 30000, 35000)
+	add(familyIPv4, setupMembrane, metricRR, 36000, 27000, 31500)
+	// CPU per transaction: raw 25 µs, membrane 10% more, whatever the
+	// rate did.
+	add(familyIPv4, setupRaw, cpuMetric(metricRR), 25, 24, 26)
+	add(familyIPv4, setupMembrane, cpuMetric(metricRR), 27.5, 26.4, 28.6)
+	add(familyIPv6, setupRaw, cpuMetric(metricTCP1), 800, 810, 790)
+	Summarize(run)
+
+	ratio := ratioID(datapathID(setupMembrane, cpuMetric(metricRR)), datapathID(setupRaw, cpuMetric(metricRR)))
+	f, ok := run.Figure(ratio)
+	if !ok || f.Table != tableCPURatios(familyIPv4) || f.Row != "membrane ÷ raw veth" || f.Column != "request/response" || !f.ShowIQR {
+		t.Fatalf("CPU ratio figure = %+v, %v", f, ok)
+	}
+	if math.Abs(f.Summary.Median-1.1) > 1e-9 || math.Abs(f.Summary.Max-f.Summary.Min) > 1e-9 {
+		t.Errorf("membrane ÷ raw CPU per transaction = %+v, want 1.1 in every round", f.Summary)
+	}
+	v, ok := run.Figure(datapathFamilyID(familyIPv6, setupRaw, cpuMetric(metricTCP1)))
+	if !ok || v.Table != tableCPU(familyIPv6) || v.Column != "TCP, 1 stream (ms CPU/GB)" || v.Summary.Median != 800 || !v.ShowIQR {
+		t.Errorf("IPv6 TCP CPU figure = %+v, %v", v, ok)
+	}
+	// The CPU tables follow their family's rate ratios; the rate tables
+	// keep their own spread.
+	var tables []string
+	for _, f := range run.Figures {
+		if !slices.Contains(tables, f.Table) {
+			tables = append(tables, f.Table)
+		}
+		if f.ShowIQR && !strings.Contains(f.Table, "CPU time per unit of work") {
+			t.Errorf("figure %s of table %q shows its IQR", f.ID, f.Table)
+		}
+	}
+	want := []string{tableRatios(familyIPv4), tableCPU(familyIPv4), tableCPURatios(familyIPv4), tableCPU(familyIPv6)}
+	if len(tables) < len(want) || !slices.Equal(tables[:len(want)], want) {
+		t.Errorf("tables %q, want first %q", tables, want)
+	}
+	for _, tg := range run.Targets {
+		if strings.Contains(tg.Figure, "-cpu") {
+			t.Errorf("target on a CPU figure: %+v", tg)
+		}
+	}
+}
+
+func TestOldRecordsWithoutCPUFiguresStillRender(t *testing.T) {
+	// The oldest committed run: results are named by their start time.
+	files, err := filepath.Glob(filepath.Join("results", "*.json"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no committed results: %v", err)
+	}
+	slices.Sort(files)
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var run record.Run
+	if err := json.Unmarshal(b, &run); err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(run.Series, func(s *record.Series) bool { return strings.HasSuffix(s.ID, "-cpu") }) {
+		t.Skipf("%s has CPU figures: no committed run predates them", files[0])
+	}
+	Summarize(&run)
+	for _, f := range run.Figures {
+		if f.ShowIQR || strings.Contains(f.Table, "CPU") {
+			t.Errorf("an old record has CPU figure %+v", f)
+		}
+	}
+	md := string(report.Markdown(&run, "bench"))
+	for _, want := range []string{"### Datapath, IPv4: per-round ratios (median over rounds)", "**CPU time per unit of work.** This run's record has none"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report of an old record lacks %q", want)
+		}
+	}
+	if strings.Contains(md, "### Datapath, IPv4: CPU time") {
+		t.Error("report of an old record has a CPU table")
 	}
 }

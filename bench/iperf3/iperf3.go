@@ -19,6 +19,8 @@ type Result struct {
 	Retransmits           int     `json:"retransmits"`
 	Streams               int     `json:"streams"`
 	Seconds               float64 `json:"seconds"`
+	// ReceivedBytes is what the receiver got over the test, all streams.
+	ReceivedBytes int64 `json:"receivedBytes"`
 }
 
 // report mirrors the parts of iperf3's JSON output that Result uses.
@@ -36,6 +38,7 @@ type report struct {
 		} `json:"sum_sent"`
 		SumReceived struct {
 			Seconds       float64 `json:"seconds"`
+			Bytes         int64   `json:"bytes"`
 			BitsPerSecond float64 `json:"bits_per_second"`
 		} `json:"sum_received"`
 	} `json:"end"`
@@ -61,5 +64,6 @@ func Parse(data []byte) (Result, error) {
 		Retransmits:           r.End.SumSent.Retransmits,
 		Streams:               r.Start.TestStart.NumStreams,
 		Seconds:               r.End.SumReceived.Seconds,
+		ReceivedBytes:         r.End.SumReceived.Bytes,
 	}, nil
 }

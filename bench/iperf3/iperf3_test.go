@@ -19,6 +19,9 @@ func TestParseSumsStreamsAtTheReceiver(t *testing.T) {
 	if r.ReceivedBitsPerSecond != 26141899937.098755 {
 		t.Errorf("received = %v, want sum_received.bits_per_second 26141899937.098755", r.ReceivedBitsPerSecond)
 	}
+	if r.ReceivedBytes != 3272867840 {
+		t.Errorf("received bytes = %d, want sum_received.bytes 3272867840", r.ReceivedBytes)
+	}
 	if r.SentBitsPerSecond != 26172630703.50282 || r.Retransmits != 5 || r.Streams != 2 {
 		t.Errorf("got %+v, want sent 26172630703.50282, 5 retransmits, 2 streams", r)
 	}

@@ -123,6 +123,9 @@ type Figure struct {
 	Of      string        `json:"of"`
 	Over    string        `json:"over,omitempty"`
 	Summary stats.Summary `json:"summary"`
+	// ShowIQR asks the report to show the interquartile range beside
+	// the min–max range.
+	ShowIQR bool `json:"showIQR,omitempty"`
 }
 
 // IsRatio reports whether f is a ratio of two series.

@@ -264,7 +264,11 @@ func writeTable(b *bytes.Buffer, run *record.Run, table string) {
 				fmt.Fprintf(b, " %s |", formatValue(f.Summary.Median, f.Unit))
 			default:
 				s := f.Summary
-				fmt.Fprintf(b, " %s [%s–%s] |", formatValue(s.Median, f.Unit), formatValue(s.Min, f.Unit), formatValue(s.Max, f.Unit))
+				fmt.Fprintf(b, " %s [%s–%s]", formatValue(s.Median, f.Unit), formatValue(s.Min, f.Unit), formatValue(s.Max, f.Unit))
+				if f.ShowIQR {
+					fmt.Fprintf(b, ", IQR %s–%s", formatValue(s.Q1, f.Unit), formatValue(s.Q3, f.Unit))
+				}
+				b.WriteString(" |")
 			}
 		}
 		b.WriteString("\n")
@@ -275,6 +279,10 @@ func writeTable(b *bytes.Buffer, run *record.Run, table string) {
 			unit = " (" + figs[0].Unit + ")"
 		}
 		fmt.Fprintf(b, "\nEach cell: one measurement%s; — not measured.\n\n", unit)
+		return
+	}
+	if slices.ContainsFunc(figs, func(f record.Figure) bool { return f.ShowIQR }) {
+		b.WriteString("\nEach cell: median [min–max], IQR Q1–Q3 (the interquartile range), over rounds; — not measured.\n\n")
 		return
 	}
 	b.WriteString("\nEach cell: median [min–max] over rounds.\n\n")

@@ -108,3 +108,45 @@ func TestMethodOfARecordWithoutFamiliesSaysItIsIPv4(t *testing.T) {
 		t.Error("an old record's method text does not say its figures are IPv4")
 	}
 }
+
+func TestCPUPerWorkTablesShowTheirIQRAndSayWhatTheyAre(t *testing.T) {
+	run := sampleRun()
+	const table = "Datapath, IPv4: CPU time per unit of work (median over rounds; lower is better)"
+	run.Figures = append(run.Figures,
+		record.Figure{ID: "datapath/raw/rr-cpu", Table: table, Row: "raw veth", Column: "request/response (µs CPU/transaction)",
+			Unit: "µs CPU/transaction", Of: "datapath/raw/rr-cpu", ShowIQR: true,
+			Summary: stats.Summary{N: 7, Median: 27.5, Min: 26, Max: 30, Q1: 26.5, Q3: 28}},
+		record.Figure{ID: "datapath/membrane/tcp-1-cpu", Table: table, Row: "membrane", Column: "TCP, 1 stream (ms CPU/GB)",
+			Unit: "ms CPU/GB", Of: "datapath/membrane/tcp-1-cpu", ShowIQR: true,
+			Summary: stats.Summary{N: 7, Median: 812, Min: 790, Max: 840, Q1: 800, Q3: 820}},
+	)
+	md := string(Markdown(run, "bench"))
+	for _, want := range []string{
+		"### " + table,
+		"| | request/response (µs CPU/transaction) | TCP, 1 stream (ms CPU/GB) |",
+		"| raw veth | 27.5 [26.0–30.0], IQR 26.5–28.0 | — |",
+		"| membrane | — | 812 [790–840], IQR 800–820 |",
+		"Each cell: median [min–max], IQR Q1–Q3 (the interquartile range), over rounds; — not measured.",
+		"**CPU time per unit of work.** Just before and just after the client of each datapath load runs",
+		"kernel's softirq processing included",
+		"Lower is better",
+		"| membrane ÷ raw veth | 0.963 [0.900–1.010] |", // the rate tables keep their cells
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("document lacks %q", want)
+		}
+	}
+	if strings.Count(md, "IQR Q1–Q3") != 1 {
+		t.Error("a table without CPU figures got the IQR legend")
+	}
+}
+
+func TestRecordWithoutCPUPerWorkSaysItHasNone(t *testing.T) {
+	md := string(Markdown(sampleRun(), "bench"))
+	if !strings.Contains(md, "**CPU time per unit of work.** This run's record has none: it predates the figure.") {
+		t.Error("a record without CPU figures does not say it has none")
+	}
+	if strings.Contains(md, "IQR Q1–Q3") || strings.Contains(md, "/proc/stat") {
+		t.Error("a record without CPU figures describes them")
+	}
+}
