@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"testing"
@@ -172,9 +173,11 @@ func BenchmarkPolicyVerdict(b *testing.B) {
 }
 
 // BenchmarkEstablishedPacket runs a packet of an allowed, established flow
-// (A to B, both on one network, A's egress enforced and allowing it)
-// through A's from_container program and the policy program it
-// tail-calls: the cost every packet of a connection pays after its first.
+// between A and B (one network, egress enforced on both) through A's
+// from_container program and the policy program it tail-calls: the cost
+// every packet of a connection pays after its first. "opener": A opened the
+// flow, which its egress allows; "reply": B did, and A's packet passes as
+// the reply (A's egress allows nothing).
 //
 // The kernel runs the repeats on one buffer, which the first run's MAC
 // rewrite turns into a frame from B's host-side MAC; A's MAC is set to that
@@ -184,37 +187,66 @@ func BenchmarkEstablishedPacket(b *testing.B) {
 		name     string
 		src, dst netip.Addr
 	}{{"ipv4", epA.IPv4, epB.IPv4}, {"ipv6", epA.IPv6, epB.IPv6}} {
-		b.Run(family.name, func(b *testing.B) {
-			a := epA
-			a.MAC = epB.HostMAC
-			f := newProgFixture(b, a)
-			if err := f.d.putEndpoint(&a); err != nil {
-				b.Fatal(err)
-			}
-			key := PolicyKey{Subject: epA.Identity, Peer: epB.Identity, Proto: ProtoTCP, Port: 8080, Dir: DirEgress}
-			state := PolicyState{
-				Entries:     map[PolicyKey]Verdict{key: VerdictAllow},
-				Enforcement: map[uint32]Enforcement{epA.Identity: {Egress: true}},
-			}
-			if _, err := f.d.SyncPolicy(state); err != nil {
-				b.Fatal(err)
-			}
-			frame, err := tcp(family.src, family.dst, 40000, 8080).Frame(epA.HostMAC, a.MAC)
-			if err != nil {
-				b.Fatal(err)
-			}
-			// The first run creates the conntrack entry.
-			if ret, _, err := f.progs.FromContainer.Benchmark(frame, 1, nil); err != nil || ret != tcActRedirect {
-				b.Fatalf("first packet: verdict %d, %v; want a redirect to B", ret, err)
-			}
-			ret, perPacket, err := f.progs.FromContainer.Benchmark(frame, b.N, b.ResetTimer)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if ret != tcActRedirect {
-				b.Fatalf("program returned %d, want a redirect to B", ret)
-			}
-			b.ReportMetric(float64(perPacket.Nanoseconds()), "ns/packet")
-		})
+		for _, dir := range []string{"opener", "reply"} {
+			b.Run(family.name+"/"+dir, func(b *testing.B) {
+				benchmarkEstablishedPacket(b, family.src, family.dst, dir == "reply")
+			})
+		}
 	}
+}
+
+// benchmarkEstablishedPacket is BenchmarkEstablishedPacket for A's packets
+// from src to dst, of a flow that B opened when reply is set.
+func benchmarkEstablishedPacket(b *testing.B, src, dst netip.Addr, reply bool) {
+	a := epA
+	a.MAC = epB.HostMAC
+	f := newProgFixture(b, a)
+	if err := f.d.putEndpoint(&a); err != nil {
+		b.Fatal(err)
+	}
+	sent := tcp(src, dst, 40000, 8080)
+	allow := PolicyKey{Subject: epA.Identity, Peer: epB.Identity, Proto: ProtoTCP, Port: 8080, Dir: DirEgress}
+	if reply {
+		allow = PolicyKey{Subject: epB.Identity, Peer: epA.Identity, Proto: ProtoTCP, Port: 40000, Dir: DirEgress}
+	}
+	state := PolicyState{
+		Entries:     map[PolicyKey]Verdict{allow: VerdictAllow},
+		Enforcement: map[uint32]Enforcement{epA.Identity: {Egress: true}, epB.Identity: {Egress: true}},
+	}
+	if _, err := f.d.SyncPolicy(state); err != nil {
+		b.Fatal(err)
+	}
+
+	// The flow's first packet creates its conntrack entry.
+	opener, first := f.progs.FromContainer, sent
+	openerMACs := [2]net.HardwareAddr{epA.HostMAC, a.MAC}
+	if reply {
+		progsB, err := f.d.loadPrograms(&epB)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer progsB.Close()
+		opener, first = progsB.FromContainer, reversed(sent)
+		openerMACs = [2]net.HardwareAddr{epB.HostMAC, epB.MAC}
+	}
+	frame, err := first.Frame(openerMACs[0], openerMACs[1])
+	if err != nil {
+		b.Fatal(err)
+	}
+	if ret, _, err := opener.Benchmark(frame, 1, nil); err != nil || ret != tcActRedirect {
+		b.Fatalf("first packet: verdict %d, %v; want a redirect", ret, err)
+	}
+
+	frame, err = sent.Frame(epA.HostMAC, a.MAC)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ret, perPacket, err := f.progs.FromContainer.Benchmark(frame, b.N, b.ResetTimer)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if ret != tcActRedirect {
+		b.Fatalf("program returned %d, want a redirect to B", ret)
+	}
+	b.ReportMetric(float64(perPacket.Nanoseconds()), "ns/packet")
 }

@@ -18,7 +18,7 @@ type endpointCtEntry struct {
 	LastSeen   uint64
 	Revision   uint32
 	PolicyPort uint16
-	Checks     uint8
+	Flags      uint8
 	Denied     uint8
 }
 

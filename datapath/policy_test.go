@@ -291,20 +291,44 @@ func TestPolicyLockdown(t *testing.T) {
 	})
 }
 
-// ctLookup returns the conntrack entry of a flow's tuple.
+// ctKey is the conntrack key of a packet's own tuple.
+func ctKey(p Packet) endpointCtKey {
+	return endpointCtKey{Saddr: p.Src.As16(), Daddr: p.Dst.As16(), Proto: p.Proto,
+		Sport: htons(p.SrcPort), Dport: htons(p.DstPort)}
+}
+
+// reversed is the packet's tuple the other way round (the reply's).
+func reversed(p Packet) Packet {
+	p.Src, p.Dst = p.Dst, p.Src
+	p.SrcPort, p.DstPort = p.DstPort, p.SrcPort
+	return p
+}
+
+// ctLookup returns the conntrack entry of a flow's tuple, stored under
+// either orientation of it.
 func ctLookup(t *testing.T, d *Datapath, p Packet) (endpointCtEntry, bool) {
 	t.Helper()
-	key := endpointCtKey{Saddr: p.Src.As16(), Daddr: p.Dst.As16(), Proto: p.Proto,
-		Sport: htons(p.SrcPort), Dport: htons(p.DstPort)}
 	var e endpointCtEntry
-	err := d.ct.Lookup(key, &e)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return e, false
+	for _, key := range []endpointCtKey{ctKey(p), ctKey(reversed(p))} {
+		err := d.ct.Lookup(key, &e)
+		if err == nil {
+			return e, true
+		}
+		if !errors.Is(err, ebpf.ErrKeyNotExist) {
+			t.Fatal(err)
+		}
 	}
-	if err != nil {
+	return e, false
+}
+
+// ctEntries counts the conntrack map's entries.
+func ctEntries(t *testing.T, d *Datapath) int {
+	t.Helper()
+	n := 0
+	if err := readMap(d.ct, func(endpointCtKey, endpointCtEntry) { n++ }); err != nil {
 		t.Fatal(err)
 	}
-	return e, true
+	return n
 }
 
 // htons is the in-memory value of a big-endian port on this (little-endian) host.
@@ -341,6 +365,103 @@ func TestConntrackRepliesPassAgainstPolicy(t *testing.T) {
 		expectRun(t, tb, epA, HookFromContainer, tcp(a, world, 40002, 443), "forward_host")
 		expectRun(t, tb, epA, HookToContainer, tcp(world, a, 443, 40002), "to_container")
 		expectRun(t, tb, epA, HookToContainer, tcp(world, a, 443, 40003), "drop_policy")
+	})
+}
+
+func TestConntrackStoresAFlowUnderOneKeyWhicheverEndStartedIt(t *testing.T) {
+	tb := newTestbedT(t)
+	d := tb.Datapath()
+	enf := map[uint32]Enforcement{idA: {Egress: true}, idB: {Egress: true}}
+	families(t, func(t *testing.T, a, b, _ netip.Addr) {
+		// The same 5-tuple, first opened from A, then from B; each time
+		// only the opener may open it.
+		fromA := tcp(a, b, 40000, 80)
+		var keys []endpointCtKey
+		var flags []uint8
+		for _, first := range []struct {
+			from, to Endpoint
+			p        Packet
+			allow    PolicyKey
+		}{
+			{epA, epB, fromA, egress(idA, idB, 80, ProtoTCP)},
+			{epB, epA, reversed(fromA), egress(idB, idA, 40000, ProtoTCP)},
+		} {
+			syncPolicy(t, tb, map[PolicyKey]Verdict{first.allow: VerdictAllow}, enf)
+			flush(t, tb)
+			for range 2 {
+				expectRun(t, tb, first.from, HookFromContainer, first.p, "forward_peer")
+				expectRun(t, tb, first.to, HookFromContainer, reversed(first.p), "forward_peer")
+			}
+			n := 0
+			if err := readMap(d.ct, func(k endpointCtKey, e endpointCtEntry) {
+				keys, flags = append(keys, k), append(flags, e.Flags)
+				n++
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if n != 1 {
+				t.Fatalf("flow from %s: %d conntrack entries after both directions passed, want 1", first.from.ID, n)
+			}
+			// A new revision checks the entry again, as the opener's:
+			// the reply still passes.
+			syncPolicy(t, tb, map[PolicyKey]Verdict{first.allow: VerdictAllow, egress(idA, 0, 53, ProtoUDP): VerdictAllow}, enf)
+			expectRun(t, tb, first.to, HookFromContainer, reversed(first.p), "forward_peer")
+			expectRun(t, tb, first.from, HookFromContainer, first.p, "forward_peer")
+		}
+		if keys[0] != keys[1] {
+			t.Errorf("the flow is stored under %+v when A opened it, under %+v when B did", keys[0], keys[1])
+		}
+		if flags[0]&ctReversed == flags[1]&ctReversed {
+			t.Errorf("flags %#x and %#x: want the orientation bit set in exactly one", flags[0], flags[1])
+		}
+	})
+}
+
+// ctCheckEgress and ctReversed are CT_CHECK_EGRESS and CT_F_REVERSED of
+// bpf/lib/conntrack.h.
+const (
+	ctCheckEgress = 0x1
+	ctReversed    = 0x80
+)
+
+func TestConntrackEntriesOfAnOlderDatapathCarryOn(t *testing.T) {
+	tb := newTestbedT(t)
+	d := tb.Datapath()
+	allowA := egress(idA, idB, 80, ProtoTCP)
+	allowB := egress(idB, idA, 80, ProtoTCP)
+	enf := map[uint32]Enforcement{idA: {Egress: true}, idB: {Egress: true}}
+	families(t, func(t *testing.T, a, b, _ netip.Addr) {
+		// An older datapath keyed an entry by the tuple of the flow's first
+		// packet. For one of these two flows that is not the canonical
+		// orientation.
+		for _, first := range []struct {
+			from, to Endpoint
+			p        Packet
+			allow    PolicyKey
+		}{{epA, epB, tcp(a, b, 40001, 80), allowA}, {epB, epA, tcp(b, a, 40001, 80), allowB}} {
+			t.Run("from "+first.from.ID, func(t *testing.T) {
+				sync := syncPolicy(t, tb, map[PolicyKey]Verdict{first.allow: VerdictAllow}, enf)
+				flush(t, tb)
+				old := endpointCtEntry{Revision: sync.Revision, PolicyPort: 80, Flags: ctCheckEgress}
+				if err := d.ct.Put(ctKey(first.p), old); err != nil {
+					t.Fatal(err)
+				}
+				// The reply passes although its sender may not open it.
+				expectRun(t, tb, first.to, HookFromContainer, reversed(first.p), "forward_peer")
+				expectRun(t, tb, first.from, HookFromContainer, first.p, "forward_peer")
+
+				// Checked again at a new revision, on the flow's first
+				// tuple: still allowed, so the reply still passes.
+				syncPolicy(t, tb, map[PolicyKey]Verdict{first.allow: VerdictAllow, egress(idA, 0, 53, ProtoUDP): VerdictAllow}, enf)
+				expectRun(t, tb, first.to, HookFromContainer, reversed(first.p), "forward_peer")
+				if n := ctEntries(t, d); n != 1 {
+					t.Errorf("%d conntrack entries, want the older datapath's one", n)
+				}
+				if e, ok := ctLookup(t, d, first.p); !ok || e.Revision == sync.Revision || e.Denied != 0 {
+					t.Errorf("entry after the check: %+v, %v; want a later revision, not denied", e, ok)
+				}
+			})
+		}
 	})
 }
 

@@ -1,11 +1,21 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * Connection tracking: one LRU hash shared by all endpoints, keyed by the
- * 5-tuple of a flow's first packet. A packet whose tuple is found belongs to
- * an established flow; one whose reversed tuple is found is a reply. Entries
- * are created only for flows the policy allowed, and remember the policy
+ * Connection tracking: one LRU hash shared by all endpoints, with one entry
+ * per flow. An entry is keyed by the flow's 5-tuple in its canonical
+ * orientation (ct_canonical: whichever of the two directions orders first),
+ * so a packet of either direction finds it with one lookup; the entry says
+ * whether the flow's first packet went the canonical way or the other
+ * (CT_F_REVERSED). A packet that goes the way of the first is of an
+ * established flow, one that goes the other way is a reply. Entries are
+ * created only for flows the policy allowed, and remember the policy
  * revision they were verified at and which checks applied, so a packet of an
  * entry with another revision re-runs exactly the original checks.
+ *
+ * Datapaths before canonical keys stored an entry under the flow's first
+ * tuple, whichever way it ordered; a lookup that misses under the canonical
+ * orientation tries the other one, so their flows carry on across an
+ * upgrade. That second lookup costs only packets that find nothing (a new
+ * flow's first), which looked up both orientations before as well.
  *
  * No garbage collection: the LRU evicts the least recently used entries when
  * the map is full.
@@ -26,9 +36,11 @@ struct ct_key {
 	__u8 pad[3];
 };
 
-/* Checks a flow passed when it was created (ct_entry.checks). */
+/* ct_entry.flags: the checks a flow passed when it was created, and its orientation. */
 #define CT_CHECK_EGRESS 0x1  /* egress of the source, a local endpoint */
 #define CT_CHECK_INGRESS 0x2 /* ingress of the destination, a local endpoint */
+#define CT_CHECKS (CT_CHECK_EGRESS | CT_CHECK_INGRESS)
+#define CT_F_REVERSED 0x80   /* the first packet went the other way than the key */
 
 struct ct_entry {
 	/*
@@ -39,7 +51,7 @@ struct ct_entry {
 	__u64 last_seen;
 	__u32 revision;    /* policy revision the flow was last verified at */
 	__u16 policy_port; /* port the policy was checked with (host order) */
-	__u8 checks;       /* CT_CHECK_* */
+	__u8 flags;        /* CT_CHECK_*, CT_F_REVERSED */
 	/*
 	 * 0 while the flow is allowed. When a policy change denies it, the
 	 * drop reason: the entry stays as a tombstone so that neither
@@ -84,17 +96,75 @@ static __always_inline void ct_reverse_inplace(struct ct_key *key)
 	key->dport = port;
 }
 
-/* ct_create tracks a new flow with tuple key, verified at revision rev. */
-static __always_inline void ct_create(const struct ct_key *key, __u64 now, __u32 rev,
+/*
+ * ct_canonical turns key into the orientation its flow's entry is stored
+ * under, and returns whether it reversed it. Any fixed order of the two
+ * ends would do; this one compares their addresses as two 64-bit words,
+ * then their ports.
+ */
+static __always_inline int ct_canonical(struct ct_key *key)
+{
+	union v6addr s, d;
+
+	__builtin_memcpy(s.addr, key->saddr, sizeof(s.addr));
+	__builtin_memcpy(d.addr, key->daddr, sizeof(d.addr));
+	if (s.d64[0] != d.d64[0]) {
+		if (s.d64[0] < d.d64[0])
+			return 0;
+	} else if (s.d64[1] != d.d64[1]) {
+		if (s.d64[1] < d.d64[1])
+			return 0;
+	} else if (key->sport <= key->dport) {
+		return 0;
+	}
+	ct_reverse_inplace(key);
+	return 1;
+}
+
+/*
+ * ct_lookup finds the entry of the flow of a packet with tuple key: under the
+ * canonical orientation, else under the other (an entry of an older
+ * datapath). When it finds one, key becomes the flow's original tuple (that
+ * of its first packet) and *reply says whether the packet goes the other
+ * way. When it finds none, key is left in some orientation of the tuple.
+ */
+static __always_inline struct ct_entry *ct_lookup(struct ct_key *key, int *reply)
+{
+	int reversed = ct_canonical(key); /* whether the packet goes against key */
+	struct ct_entry *e;
+
+	e = bpf_map_lookup_elem(&ct, key);
+	if (!e) {
+		ct_reverse_inplace(key);
+		reversed = !reversed;
+		e = bpf_map_lookup_elem(&ct, key);
+		if (!e)
+			return NULL;
+	}
+	if (e->flags & CT_F_REVERSED) {
+		ct_reverse_inplace(key);
+		reversed = !reversed;
+	}
+	*reply = reversed;
+	return e;
+}
+
+/*
+ * ct_create tracks a new flow whose first packet has tuple key, verified at
+ * revision rev; key is left in the canonical orientation.
+ */
+static __always_inline void ct_create(struct ct_key *key, __u64 now, __u32 rev,
 				      __u16 policy_port, __u8 checks)
 {
 	struct ct_entry entry = {
 		.last_seen = now,
 		.revision = rev,
 		.policy_port = policy_port,
-		.checks = checks,
+		.flags = checks & CT_CHECKS,
 	};
 
+	if (ct_canonical(key))
+		entry.flags |= CT_F_REVERSED;
 	bpf_map_update_elem(&ct, key, &entry, BPF_ANY);
 }
 

@@ -98,35 +98,26 @@ int ct_policy(struct __sk_buff *ctx, struct flow *f, __u32 checks, __u32 hook)
 	struct ct_key key;
 	__u32 rev = policy_revision();
 	__u32 port;
-	int match;
+	int match, reply = 0;
 
 	if (!f)
 		return METRIC_DROP_MALFORMED;
 
-	/* One key on the stack (the call chain's stack is limited), reversed in place. */
+	/* One key on the stack (the call chain's stack is limited), turned in place. */
 	if (f->flags & FLOW_F_RELATED) {
 		__builtin_memcpy(&key, &f->inner, sizeof(key));
-		if (bpf_map_lookup_elem(&ct, &key))
-			goto related;
-		ct_reverse_inplace(&key);
-		if (bpf_map_lookup_elem(&ct, &key))
+		if (ct_lookup(&key, &reply))
 			goto related;
 	}
 
 	__builtin_memcpy(&key, &f->tuple, sizeof(key));
 	f->ct = CT_NEW;
 	if (!(f->flags & FLOW_F_NOCT)) {
-		e = bpf_map_lookup_elem(&ct, &key);
-		if (e) {
-			f->ct = CT_ESTABLISHED;
-		} else {
-			ct_reverse_inplace(&key);
-			e = bpf_map_lookup_elem(&ct, &key);
-			if (e)
-				f->ct = CT_REPLY;
-			else
-				ct_reverse_inplace(&key);
-		}
+		e = ct_lookup(&key, &reply);
+		if (e)
+			f->ct = reply ? CT_REPLY : CT_ESTABLISHED;
+		else
+			__builtin_memcpy(&key, &f->tuple, sizeof(key));
 	}
 	if (e) {
 		if (e->revision == rev) {
@@ -137,7 +128,7 @@ int ct_policy(struct __sk_buff *ctx, struct flow *f, __u32 checks, __u32 hook)
 		}
 		/* Check again the flow's original checks on its original tuple (key). */
 		port = e->policy_port;
-		checks = e->checks;
+		checks = e->flags & CT_CHECKS;
 	} else {
 		port = f->policy_port;
 	}
