@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"github.com/membrane-net/membrane/internal/apiview"
 	"io"
 	"net"
+	"net/netip"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -227,4 +229,31 @@ func (c apiClient) importPolicy(doc []byte) uint64 {
 		c.tb.Fatal(err)
 	}
 	return rev.Revision
+}
+
+// BenchmarkNewIdentityWith100kRules hands the controller the labels of a
+// new container whose label set is new (so it gets an identity of its
+// own) while 100,000 of the harness's rules are loaded, none of which
+// selects it: what stands between a container's start and its first
+// connection (until then the endpoint is in the init identity).
+func BenchmarkNewIdentityWith100kRules(b *testing.B) {
+	f := newControllerFixture(b)
+	f.addHarnessIdentities()
+	f.importRules(harnessRules(0, 100_000))
+	lat := make([]time.Duration, 0, 1000)
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		id := fmt.Sprint("new-", i)
+		addr := netip.AddrFrom4([4]byte{10, 201, byte(i >> 8), byte(i)})
+		i++
+		b.StartTimer()
+		start := time.Now()
+		f.addEndpoint(id, addr, map[string]string{"app": id})
+		lat = append(lat, time.Since(start))
+		b.StopTimer()
+		f.removeEndpoint(id)
+		b.StartTimer()
+	}
+	reportLatency(b, lat)
 }

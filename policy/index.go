@@ -242,6 +242,14 @@ func (x *Index) Add(p *Prepared) error {
 	x.Delete(p.name)
 	x.add(ir)
 	x.rules[p.name] = ir
+	forEachSelectorKey(ir.compiled, func(key string) {
+		if shared, ok := x.selectors[key]; ok {
+			if shared.users == nil {
+				shared.users = map[*indexedRule]struct{}{}
+			}
+			shared.users[ir] = struct{}{}
+		}
+	})
 	for _, c := range ir.cidrs {
 		x.cidrRefs[c]++
 	}
@@ -260,6 +268,11 @@ func (x *Index) Delete(name string) bool {
 	x.remove(ir)
 	delete(x.rules, name)
 	delete(x.worldRules, ir)
+	forEachSelectorKey(ir.compiled, func(key string) {
+		if shared, ok := x.selectors[key]; ok {
+			delete(shared.users, ir)
+		}
+	})
 	x.releaseSelectors(ir.compiled)
 	for _, p := range ir.cidrs {
 		if x.cidrRefs[p]--; x.cidrRefs[p] == 0 {
@@ -292,19 +305,23 @@ func (x *Index) SetIdentities(identities map[labels.Identity]labels.Labels, cidr
 		x.in = in
 		return nil
 	}
-	var affected []*indexedRule
-	if len(changed) > 0 {
-		for _, ir := range x.rules {
-			if selectsAny(ir.compiled, changed) || (ir.worldPeers && coversAny(ir, changedCIDRs)) {
-				affected = append(affected, ir)
+	// Each distinct selector is matched once, however many rules share it.
+	concerned := map[*indexedRule]struct{}{}
+	for _, shared := range x.selectors {
+		if len(shared.users) > 0 && matchesAny(shared.sel, changed) {
+			for ir := range shared.users {
+				concerned[ir] = struct{}{}
 			}
 		}
-	} else {
-		for ir := range x.worldRules {
-			if coversAny(ir, changedCIDRs) {
-				affected = append(affected, ir)
-			}
+	}
+	for ir := range x.worldRules {
+		if coversAny(ir, changedCIDRs) {
+			concerned[ir] = struct{}{}
 		}
+	}
+	affected := make([]*indexedRule, 0, len(concerned))
+	for ir := range concerned {
+		affected = append(affected, ir)
 	}
 	for _, ir := range affected {
 		x.remove(ir)
@@ -394,7 +411,10 @@ func (x *Index) Result() Result {
 
 type sharedSelector struct {
 	sel  labels.Selector
-	uses int
+	uses int // by rules prepared or added
+	// users are the added rules that use the selector: those an identity
+	// the selector matches concerns (SetIdentities).
+	users map[*indexedRule]struct{}
 }
 
 // internSelectors makes the compiled rule use the index's copy of each of
@@ -424,17 +444,11 @@ func (x *Index) internSelectors(cr *compiledRule) {
 
 // releaseSelectors gives up a deleted rule's uses of shared selectors.
 func (x *Index) releaseSelectors(cr *compiledRule) {
-	release := func(key string) {
+	forEachSelectorKey(cr, func(key string) {
 		if shared, ok := x.selectors[key]; ok {
 			if shared.uses--; shared.uses == 0 {
 				delete(x.selectors, key)
 			}
-		}
-	}
-	release(cr.subjectKey)
-	forEachSection(cr, func(s *compiledSection) {
-		for _, key := range s.endpointKeys {
-			release(key)
 		}
 	})
 }
@@ -580,30 +594,26 @@ func changedPrefixes(a, b map[netip.Prefix]labels.Identity) []netip.Prefix {
 	return out
 }
 
-// selectsAny reports whether a selector of the rule (its endpointSelector
-// or an endpoint peer) may select one of the label sets.
-func selectsAny(cr *compiledRule, sets []labels.Labels) bool {
-	if len(sets) == 0 {
-		return false
-	}
-	matches := func(sel labels.Selector) bool {
-		for _, l := range sets {
-			if sel.Matches(l) {
-				return true
-			}
+// matchesAny reports whether sel matches any of the label sets.
+func matchesAny(sel labels.Selector, sets []labels.Labels) bool {
+	for _, l := range sets {
+		if sel.Matches(l) {
+			return true
 		}
-		return false
 	}
-	if matches(cr.subject) {
-		return true
-	}
-	found := false
+	return false
+}
+
+// forEachSelectorKey calls fn with the key of each selector of the rule:
+// its subject's and its sections' endpoint selectors (a key may come more
+// than once).
+func forEachSelectorKey(cr *compiledRule, fn func(key string)) {
+	fn(cr.subjectKey)
 	forEachSection(cr, func(s *compiledSection) {
-		for _, sel := range s.endpoints {
-			found = found || matches(sel)
+		for _, key := range s.endpointKeys {
+			fn(key)
 		}
 	})
-	return found
 }
 
 func forEachSection(cr *compiledRule, fn func(*compiledSection)) {
