@@ -54,8 +54,8 @@ func clockTicksPerSecond(auxv [][2]uintptr) int64 {
 	return defaultUserHZ
 }
 
-// busy is the machine's busy CPU time since boot.
-func (c cpuClock) busy() (time.Duration, error) {
+// busyTicks is the machine's busy CPU time since boot, in clock ticks.
+func (c cpuClock) busyTicks() (int64, error) {
 	b, err := os.ReadFile(c.path)
 	if err != nil {
 		return 0, fmt.Errorf("busy CPU time: %w", err)
@@ -64,24 +64,25 @@ func (c cpuClock) busy() (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("busy CPU time: %s: %w", c.path, err)
 	}
-	return ticksDuration(ticks, c.hz), nil
+	return ticks, nil
 }
 
 // during runs f and returns the machine's busy CPU time while it ran, read
-// just before and just after it.
+// just before and just after it. The ticks are subtracted before they are
+// converted: a machine's total since boot times 10⁹ would overflow.
 func (c cpuClock) during(f func() error) (time.Duration, error) {
-	before, err := c.busy()
+	before, err := c.busyTicks()
 	if err != nil {
 		return 0, err
 	}
 	if err := f(); err != nil {
 		return 0, err
 	}
-	after, err := c.busy()
+	after, err := c.busyTicks()
 	if err != nil {
 		return 0, err
 	}
-	return after - before, nil
+	return ticksDuration(after-before, c.hz), nil
 }
 
 // ticksDuration converts clock ticks at hz per second to a duration.

@@ -94,7 +94,7 @@ func TestCPUClockMeasuresBusyTimeAcrossARun(t *testing.T) {
 	if busy != 500*time.Millisecond {
 		t.Errorf("busy = %s, want 500ms (50 ticks at 100 Hz)", busy)
 	}
-	_, err = cpuClock{path: filepath.Join(t.TempDir(), "missing"), hz: 100}.busy()
+	_, err = cpuClock{path: filepath.Join(t.TempDir(), "missing"), hz: 100}.busyTicks()
 	if err == nil || !strings.Contains(err.Error(), "busy CPU time") {
 		t.Errorf("missing file: error = %v, want one that says what it was reading", err)
 	}
@@ -146,5 +146,25 @@ func TestAddCPURecordsTheCompanionSeries(t *testing.T) {
 	}
 	if err := h.addCPU(datapathID(setupRaw, cpuMetric(metricCRR)), metricCRR, 0, time.Second, 0); err == nil {
 		t.Error("a load that did no work recorded a CPU cost")
+	}
+}
+
+func TestCPUClockMeasuresALongUptime(t *testing.T) {
+	// Some 9.2·10⁹ ticks since boot (a large machine busy for weeks): in
+	// nanoseconds, the reading after the run is past what an int64 holds
+	// and the one before it is not.
+	path := filepath.Join(t.TempDir(), "stat")
+	if err := os.WriteFile(path, []byte("cpu0 9223372030 0 0 5 0 0 0 0 0 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := cpuClock{path: path, hz: 100}
+	busy, err := c.during(func() error {
+		return os.WriteFile(path, []byte("cpu0 9223372080 0 0 5 0 0 0 0 0 0\n"), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if busy != 500*time.Millisecond {
+		t.Errorf("busy = %s, want 500ms (50 ticks at 100 Hz)", busy)
 	}
 }

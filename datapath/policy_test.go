@@ -641,6 +641,27 @@ func TestRelatedICMPErrors(t *testing.T) {
 	})
 }
 
+func TestICMPErrorsAboutACutFlowAreNotRelated(t *testing.T) {
+	tb := newTestbedT(t)
+	enf := map[uint32]Enforcement{idA: {Ingress: true, Egress: true}}
+	families(t, func(t *testing.T, a, _, world netip.Addr) {
+		router, tooBig, tooBigCode := router4, uint8(3), uint8(4)
+		if a.Is6() {
+			router, tooBig, tooBigCode = router6, 2, 0
+		}
+		syncPolicy(t, tb, map[PolicyKey]Verdict{egress(idA, IdentityWorld, 53, ProtoUDP): VerdictAllow}, enf)
+		flush(t, tb)
+		out := udp(a, world, 40000, 53)
+		expectRun(t, tb, epA, HookFromContainer, out, "forward_host")
+		// The policy cuts the flow: its next packet leaves a tombstone.
+		syncPolicy(t, tb, map[PolicyKey]Verdict{egress(idA, IdentityWorld, 54, ProtoUDP): VerdictAllow}, enf)
+		expectRun(t, tb, epA, HookFromContainer, out, "drop_policy")
+		// An error about it is checked on its own (A's ingress allows no
+		// ICMP), not let in as related.
+		expectRun(t, tb, epA, HookToContainer, icmpError(t, router, a, tooBig, tooBigCode, out), "drop_policy")
+	})
+}
+
 // fragments splits the IP packet of frame (IPv4, or IPv6 with no extension
 // header) after split bytes (a multiple of 8) of its payload into two
 // fragments with identification id.

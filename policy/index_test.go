@@ -100,12 +100,20 @@ func checkIndexSequence(t *testing.T, seed uint64, steps int) {
 		case op < 5: // import (or replace) a rule
 			rule := g.rule()
 			rules[name] = rule
-			x.Delete(name)
+			// Add replaces a rule of the same name; one naming CIDRs goes
+			// first, or the identities below would lack them.
+			if len(x.CIDRsOf(name)) > 0 || g.pick(2) == 0 {
+				x.Delete(name)
+			}
 			if err := x.SetIdentities(ids, cidrsFor()); err != nil {
 				t.Fatalf("step %d: %v", step, err)
 			}
 			if err := setRule(x, name, rule, g.pick(2) == 0); err != nil {
 				t.Fatalf("step %d: %v", step, err)
+			}
+		case op < 6: // a rule prepared, then given up
+			if p, err := x.Prepare(name, g.rule()); err == nil {
+				x.Discard(p)
 			}
 		case op < 7: // delete a rule
 			_, had := rules[name]

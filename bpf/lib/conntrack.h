@@ -14,8 +14,13 @@
  * Datapaths before canonical keys stored an entry under the flow's first
  * tuple, whichever way it ordered; a lookup that misses under the canonical
  * orientation tries the other one, so their flows carry on across an
- * upgrade. That second lookup costs only packets that find nothing (a new
- * flow's first), which looked up both orientations before as well.
+ * upgrade. The second lookup is paid by packets that find nothing under
+ * the canonical orientation: a new flow's first packet (which looked up
+ * both orientations before as well), packets of flows that are not tracked
+ * (denied, or never tracked), and both directions of a flow an older
+ * datapath stored the other way, for as long as it lasts. The other way
+ * round, an older datapath does not know CT_F_REVERSED: a rollback must
+ * start with empty conntrack (docs/architecture.md, "Upgrades").
  *
  * No garbage collection: the LRU evicts the least recently used entries when
  * the map is full.
@@ -26,7 +31,10 @@
 
 #define CT_MAX_ENTRIES (1 << 18)
 
-/* ct_key is a flow's 5-tuple. Ports in network order; ICMP echo: id, 0. */
+/*
+ * ct_key is a flow's 5-tuple, ports in network order; ICMP echo requests
+ * have ports (id, 0), so their replies' (0, id) is the same flow.
+ */
 struct ct_key {
 	__u8 saddr[16]; /* IPv4-mapped for IPv4 */
 	__u8 daddr[16];
@@ -72,8 +80,8 @@ struct {
 /* How a packet relates to the tracked flows; shared with Go (events). */
 enum ct_state {
 	CT_NEW = 1,         /* first packet of a flow (or one never tracked) */
-	CT_ESTABLISHED = 2, /* tuple found */
-	CT_REPLY = 3,       /* reversed tuple found */
+	CT_ESTABLISHED = 2, /* tracked, and going the way its first packet went */
+	CT_REPLY = 3,       /* tracked, and going the other way */
 	CT_RELATED = 4,     /* ICMP error about a tracked flow */
 };
 
@@ -165,7 +173,12 @@ static __always_inline void ct_create(struct ct_key *key, __u64 now, __u32 rev,
 
 	if (ct_canonical(key))
 		entry.flags |= CT_F_REVERSED;
-	bpf_map_update_elem(&ct, key, &entry, BPF_ANY);
+	/*
+	 * Should the other end have opened the same 5-tuple meanwhile (a
+	 * simultaneous open), its entry stays: one flow, one entry. This
+	 * packet passed its own checks either way.
+	 */
+	bpf_map_update_elem(&ct, key, &entry, BPF_NOEXIST);
 }
 
 /* ct_touch refreshes last_seen, writing the shared entry only when it is stale. */

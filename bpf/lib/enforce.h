@@ -106,8 +106,11 @@ int ct_policy(struct __sk_buff *ctx, struct flow *f, __u32 checks, __u32 hook)
 	/* One key on the stack (the call chain's stack is limited), turned in place. */
 	if (f->flags & FLOW_F_RELATED) {
 		__builtin_memcpy(&key, &f->inner, sizeof(key));
-		if (ct_lookup(&key, &reply))
+		e = ct_lookup(&key, &reply);
+		/* An error about a flow the policy cut relates to nothing. */
+		if (e && !e->denied)
 			goto related;
+		e = NULL;
 	}
 
 	__builtin_memcpy(&key, &f->tuple, sizeof(key));

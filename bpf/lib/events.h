@@ -167,9 +167,10 @@ int emit_event(struct __sk_buff *ctx, const struct flow *f, __u32 reason, __u32 
  * always, EVENT_TRACE at MONITOR_TRACE, 0 for none; made from what the
  * frame's headers say. flags are EVENT_F_* for the event.
  *
- * Global (not inlined) functions, account and account_flow: each verdict
- * calls one, and the verifier checks it once. The per-endpoint programs,
- * loaded at every attach, only need account.
+ * Global (not inlined) functions, account, account_flow and emit_event:
+ * each verdict calls account or account_flow, and the verifier checks each
+ * once. The per-endpoint programs, loaded at every attach, call account
+ * only (and through it emit_event, whose flow part they never reach).
  */
 __attribute__((noinline))
 int account(struct __sk_buff *ctx, __u32 reason, __u32 type, __u32 flags)

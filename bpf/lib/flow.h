@@ -282,11 +282,11 @@ struct ipv6_frag_hdr {
 	__be32 id;
 };
 
-/* flow_ipv4 parses the IPv4 header. Returns the L4 offset, or a negative metric reason. */
 /*
- * The header is read straight from the packet: the caller of the tail call
- * found it in the linear part (ipv4_hdr, ipv6_hdr), and the programs never
- * change its length.
+ * flow_ipv4 parses the IPv4 header. Returns the L4 offset, or a negative
+ * metric reason. The header is read straight from the packet (so is
+ * flow_ipv6's): the caller of the tail call found it in the linear part
+ * (ipv4_hdr, ipv6_hdr), and the programs never change its length.
  */
 static __always_inline int flow_ipv4(struct __sk_buff *ctx, struct flow *f, __u8 *proto)
 {
