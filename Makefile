@@ -70,7 +70,7 @@ plugin: build
 run: build
 	./hack/run.sh
 
-# The benchmark (as root, about 33 minutes here): membrane against a raw veth pair,
+# The benchmark (as root, about 35 minutes here): membrane against a raw veth pair,
 # Docker's bridge and iptables, on this machine, in interleaved rounds.
 # Writes bench/results/<time>.json, docs/benchmarks.md and docs/bench/*.svg.
 bench:
