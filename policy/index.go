@@ -319,16 +319,12 @@ func (x *Index) SetIdentities(identities map[labels.Identity]labels.Labels, cidr
 			concerned[ir] = struct{}{}
 		}
 	}
-	affected := make([]*indexedRule, 0, len(concerned))
 	for ir := range concerned {
-		affected = append(affected, ir)
-	}
-	for _, ir := range affected {
 		x.remove(ir)
 	}
 	x.in = in
 	x.r = newResolver(in)
-	for _, ir := range affected {
+	for ir := range concerned {
 		x.resolveRule(ir)
 		x.add(ir)
 	}

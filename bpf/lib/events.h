@@ -126,22 +126,34 @@ static __always_inline void event_send(struct event *ev)
 }
 
 /*
- * emit_event sends the event of type for the packet in ctx, made from what
- * the frame's headers say, or from f when it is not NULL. The event is built
- * here, apart from account and account_flow, so that a packet for which no
- * event is wanted (nearly all of them) never zeroes one.
+ * emit_packet_event sends the event of type for the packet in ctx, made
+ * from what the frame's headers say; emit_flow_event sends it made from
+ * the parsed flow f. Events are built here, apart from account and
+ * account_flow, so that a packet for which no event is wanted (nearly all
+ * of them) never zeroes one; and apart from each other, so that the
+ * per-endpoint programs, which only call account, carry (and have
+ * verified at every attach) the packet variant alone.
  */
 __attribute__((noinline))
-int emit_event(struct __sk_buff *ctx, const struct flow *f, __u32 reason, __u32 type, __u32 flags)
+int emit_packet_event(struct __sk_buff *ctx, __u32 reason, __u32 type, __u32 flags)
 {
 	struct event ev = {};
 
 	event_start(ctx, &ev, reason, type, flags & 0xff);
-	if (!f) {
-		event_packet(ctx, &ev);
-		event_send(&ev);
+	event_packet(ctx, &ev);
+	event_send(&ev);
+	return 0;
+}
+
+__attribute__((noinline))
+int emit_flow_event(struct __sk_buff *ctx, const struct flow *f, __u32 reason, __u32 type,
+		    __u32 flags)
+{
+	struct event ev = {};
+
+	if (!f)
 		return 0;
-	}
+	event_start(ctx, &ev, reason, type, flags & 0xff);
 	__builtin_memcpy(ev.saddr, f->tuple.saddr, sizeof(ev.saddr));
 	__builtin_memcpy(ev.daddr, f->tuple.daddr, sizeof(ev.daddr));
 	ev.proto = f->tuple.proto;
@@ -167,10 +179,9 @@ int emit_event(struct __sk_buff *ctx, const struct flow *f, __u32 reason, __u32 
  * always, EVENT_TRACE at MONITOR_TRACE, 0 for none; made from what the
  * frame's headers say. flags are EVENT_F_* for the event.
  *
- * Global (not inlined) functions, account, account_flow and emit_event:
- * each verdict calls account or account_flow, and the verifier checks each
- * once. The per-endpoint programs, loaded at every attach, call account
- * only (and through it emit_event, whose flow part they never reach).
+ * Global (not inlined) functions, account and account_flow: each verdict
+ * calls one, and the verifier checks it once. The per-endpoint programs,
+ * loaded at every attach, only need account.
  */
 __attribute__((noinline))
 int account(struct __sk_buff *ctx, __u32 reason, __u32 type, __u32 flags)
@@ -179,7 +190,7 @@ int account(struct __sk_buff *ctx, __u32 reason, __u32 type, __u32 flags)
 		metrics_count(ctx, reason);
 	if (!event_wanted(type))
 		return 0;
-	return emit_event(ctx, NULL, reason, type, flags);
+	return emit_packet_event(ctx, reason, type, flags);
 }
 
 /*
@@ -195,5 +206,7 @@ int account_flow(struct __sk_buff *ctx, const struct flow *f, __u32 reason, __u3
 		metrics_count(ctx, reason);
 	if (!event_wanted(type))
 		return 0;
-	return emit_event(ctx, f, reason, type, flags);
+	if (!f)
+		return emit_packet_event(ctx, reason, type, flags);
+	return emit_flow_event(ctx, f, reason, type, flags);
 }
