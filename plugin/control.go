@@ -305,10 +305,16 @@ func (c *controller) changePolicy(imports []policyPut, rules []policy.Rule, comp
 		ids identityChange
 	)
 	// A large import that names no CIDR, and replaces no rule that named
-	// one, changes no identity: its rules enter the index, and what the
-	// datapath must change is worked out, while the store writes it.
+	// one, changes no identity: its rules enter the index, and the
+	// datapath is brought to them, while the store writes them. Should the
+	// write fail, the datapath is brought back to what is stored; the
+	// caller hears of the import only once both are done.
 	indexAhead := len(imports) >= minPrepareAhead && !c.pol.cidrsConcern(imports, rules)
-	ahead := c.pol.prepare(imports, compiled, indexAhead)
+	var applyAhead func(policy.Delta) (datapath.PolicySync, error)
+	if indexAhead {
+		applyAhead = func(d policy.Delta) (datapath.PolicySync, error) { return c.writeDatapathLocked(d, false) }
+	}
+	ahead := c.pol.prepare(imports, compiled, applyAhead)
 	err := c.store.Write(func(txn *memdb.Txn) error {
 		cur, err := policyRevisionTxn(txn)
 		if err != nil {
@@ -330,9 +336,11 @@ func (c *controller) changePolicy(imports []policyPut, rules []policy.Rule, comp
 	res := ahead() // the index is ours again
 	if err != nil {
 		if res.indexed || res.broken {
-			// The index holds rules the store refused: the next change
-			// starts with a full recompute.
-			c.pol = nil
+			// The index, and perhaps the datapath, hold rules the store
+			// refused: both start again from what is stored.
+			if rerr := c.recomputeLocked(); rerr != nil {
+				c.log.Error("policy not restored after a failed write: the next change recomputes it", "err", rerr)
+			}
 			return 0, err
 		}
 		for _, p := range res.preps {
@@ -344,7 +352,10 @@ func (c *controller) changePolicy(imports []policyPut, rules []policy.Rule, comp
 	c.applied = rev
 	switch {
 	case res.indexed:
-		err = c.applyDatapathLocked(res.delta, false, len(ch.puts))
+		err = res.applyErr
+		if err == nil {
+			c.appliedLocked(res.delta, res.sync, len(ch.puts))
+		}
 	case res.broken:
 		// The index failed halfway through the rules (it cannot, for
 		// rules that name no CIDR): start again from what is stored.
@@ -501,22 +512,25 @@ type prepared struct {
 	// such as one naming a CIDR without an identity so far).
 	preps []*policy.Prepared
 	// indexed: the rules are in the index, in place of those of the same
-	// names, and delta is what the datapath must change for it.
-	indexed bool
-	delta   policy.Delta
+	// names, delta is what the datapath must change for it, and sync and
+	// applyErr are what changing it gave.
+	indexed  bool
+	delta    policy.Delta
+	sync     datapath.PolicySync
+	applyErr error
 	// broken: the index failed halfway through adding them.
 	broken bool
 }
 
 // prepare resolves the rules to be imported in another goroutine, for the
 // current identities, while the caller writes them to the store (which
-// takes about as long); with index set, it then puts them into the index
-// and works out the datapath's delta. The function returned waits and
-// gives the result. Until it returns, the caller may only read the
-// index's CIDRs (CIDRRefs, CIDRs, CIDRsOf), and with index set not even
-// those. Set index only for rules that change no identity (see
-// cidrsConcern).
-func (ps *policySet) prepare(puts []policyPut, compiled []policy.Compiled, index bool) func() prepared {
+// takes about as long); with apply set, it then puts them into the index,
+// works out the datapath's delta and has apply write it. The function
+// returned waits and gives the result. Until it returns, the caller may
+// only read the index's CIDRs (CIDRRefs, CIDRs, CIDRsOf), and with apply
+// set not even those. Set apply only for rules that change no identity
+// (see cidrsConcern).
+func (ps *policySet) prepare(puts []policyPut, compiled []policy.Compiled, apply func(policy.Delta) (datapath.PolicySync, error)) func() prepared {
 	if len(puts) < minPrepareAhead {
 		return func() prepared { return prepared{} }
 	}
@@ -539,7 +553,7 @@ func (ps *policySet) prepare(puts []policyPut, compiled []policy.Compiled, index
 			}
 			preps[i] = prep
 		}
-		if !index {
+		if apply == nil {
 			done <- prepared{preps: preps}
 			return
 		}
@@ -552,7 +566,9 @@ func (ps *policySet) prepare(puts []policyPut, compiled []policy.Compiled, index
 				return
 			}
 		}
-		done <- prepared{indexed: true, delta: ps.index.Changes()}
+		res := prepared{indexed: true, delta: ps.index.Changes()}
+		res.sync, res.applyErr = apply(res.delta)
+		done <- res
 	}()
 	return func() prepared { return <-done }
 }
@@ -622,6 +638,18 @@ func (c *controller) applyDeltaLocked(cidrsChanged bool, imported int) error {
 // applyDatapathLocked writes d, the index's last Changes, to the datapath
 // (see applyDeltaLocked).
 func (c *controller) applyDatapathLocked(d policy.Delta, cidrsChanged bool, imported int) error {
+	res, err := c.writeDatapathLocked(d, cidrsChanged)
+	if err != nil {
+		return err
+	}
+	c.appliedLocked(d, res, imported)
+	return nil
+}
+
+// writeDatapathLocked changes the datapath's policy by d; with
+// cidrsChanged, it also syncs the ipcache between the additions and the
+// removals. It reads the controller's state but changes none of it.
+func (c *controller) writeDatapathLocked(d policy.Delta, cidrsChanged bool) (datapath.PolicySync, error) {
 	set, remove, enforce := datapathDelta(d)
 	var res datapath.PolicySync
 	var err error
@@ -641,8 +669,14 @@ func (c *controller) applyDatapathLocked(d policy.Delta, cidrsChanged bool, impo
 		res, err = c.dp.ApplyPolicy(datapath.PolicyDelta{Set: set, Remove: remove, Enforcement: enforce})
 	}
 	if err != nil {
-		return fmt.Errorf("apply policy: %w", err)
+		return res, fmt.Errorf("apply policy: %w", err)
 	}
+	return res, nil
+}
+
+// appliedLocked records that the datapath now holds d (res is what
+// writing it gave).
+func (c *controller) appliedLocked(d policy.Delta, res datapath.PolicySync, imported int) {
 	for id, e := range d.Enforcement {
 		if e == (policy.Enforcement{}) {
 			delete(c.enforcement, id)
@@ -653,7 +687,6 @@ func (c *controller) applyDatapathLocked(d policy.Delta, cidrsChanged bool, impo
 	c.noteLockdownLocked(res)
 	c.log.Info("policy applied", logKeyRevision, c.applied, logKeyRules, c.pol.index.Len(),
 		"imported", imported, "added", res.Added, "updated", res.Updated, "removed", res.Removed)
-	return nil
 }
 
 // tightenedLocked is enforce with nothing turned off that the last sync

@@ -63,6 +63,7 @@ func TestParallelParseAgreesWithParse(t *testing.T) {
 	}
 	for _, doc := range []string{
 		`[{"endpointSelector":{"matchLabels":{"a":"]}\"["}},"ingress":[{}]},{"endpointSelector":{},"egress":[{}]}]`,
+		`[{"endpointSelector":{"matchLabels":{"a":"x\\","b":"\\\"],{","c":"\\\\"}},"ingress":[{}]},{"endpointSelector":{},"egress":[{}]}]`,
 		"\uFEFF [ {\"endpointSelector\":{},\"egress\":[{}]} , {\"endpointSelector\":{},\"ingress\":[{}]} ] \n",
 		`[{"endpointSelector":{},"egress":[{}]},{"endpointSelector":{},"egress":[{}]}] x`,
 		`[{"endpointSelector":{},"egress":[{}]},,{"endpointSelector":{},"egress":[{}]}]`,

@@ -30,7 +30,7 @@ func newAPIClient(socket string) apiClient { return apiClient{socket: socket} }
 
 // do sends one request and returns the answer's body once the status is OK.
 // The caller closes it.
-func (c apiClient) do(ctx context.Context, method, path string, body []byte) (io.ReadCloser, error) {
+func (c apiClient) do(ctx context.Context, method, path string, body *requestBody) (io.ReadCloser, error) {
 	status, rc, err := roundTrip(ctx, c.socket, method, path, body)
 	if err != nil {
 		return nil, fmt.Errorf("reach the daemon (is `membrane daemon` running, and are you root?): %w", err)
@@ -47,7 +47,7 @@ func (c apiClient) do(ctx context.Context, method, path string, body []byte) (io
 	return nil, fmt.Errorf("%s %s: %s", method, path, status.text)
 }
 
-func (c apiClient) call(ctx context.Context, method, path string, body []byte, out any) error {
+func (c apiClient) call(ctx context.Context, method, path string, body *requestBody, out any) error {
 	rc, err := c.do(ctx, method, path, body)
 	if err != nil {
 		return err

@@ -181,20 +181,13 @@ func policyImport(ctx context.Context, args []string) error {
 	if err := cf.parse(fs, args, 1, "membrane policy import FILE|-"); err != nil {
 		return err
 	}
-	var (
-		data []byte
-		err  error
-	)
-	if fs.Arg(0) == "-" {
-		data, err = io.ReadAll(os.Stdin)
-	} else {
-		data, err = os.ReadFile(fs.Arg(0))
-	}
+	body, done, err := policyBody(fs.Arg(0))
 	if err != nil {
 		return fmt.Errorf("read policy: %w", err)
 	}
+	defer done()
 	var rev apiview.Revision
-	if err := cf.client().call(ctx, "PUT", "/v1/policy", data, &rev); err != nil {
+	if err := cf.client().call(ctx, "PUT", "/v1/policy", body, &rev); err != nil {
 		return err
 	}
 	if cf.output == "json" {
@@ -202,6 +195,32 @@ func policyImport(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("revision %d\n", rev.Revision)
 	return nil
+}
+
+// policyBody is the policy to import: the named file, streamed, or
+// standard input for "-", read whole (as is a file that is not a regular
+// one: its length is not known before). done closes the file.
+func policyBody(arg string) (body *requestBody, done func(), err error) {
+	if arg == "-" {
+		data, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			return nil, nil, err
+		}
+		return bytesBody(data), func() {}, nil
+	}
+	f, err := os.Open(arg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		return &requestBody{r: f, size: fi.Size()}, func() { f.Close() }, nil
+	}
+	data, err := io.ReadAll(f)
+	f.Close()
+	if err != nil {
+		return nil, nil, err
+	}
+	return bytesBody(data), func() {}, nil
 }
 
 func policyGet(ctx context.Context, args []string) error {

@@ -30,10 +30,21 @@ type httpStatus struct {
 	text string
 }
 
+// requestBody is a request's body: size bytes read from r.
+type requestBody struct {
+	r    io.Reader
+	size int64
+}
+
+// bytesBody is a body held in memory.
+func bytesBody(b []byte) *requestBody {
+	return &requestBody{r: bytes.NewReader(b), size: int64(len(b))}
+}
+
 // roundTrip sends a request over the unix socket and reads the answer's
 // status and headers; the body is read from rc, which closes the
 // connection. Cancelling ctx closes it too, ending a streamed answer.
-func roundTrip(ctx context.Context, socket, method, path string, body []byte) (httpStatus, io.ReadCloser, error) {
+func roundTrip(ctx context.Context, socket, method, path string, body *requestBody) (httpStatus, io.ReadCloser, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
@@ -41,15 +52,20 @@ func roundTrip(ctx context.Context, socket, method, path string, body []byte) (h
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	rc := &answer{ctx: ctx, conn: conn, stop: stop}
-	var req bytes.Buffer
-	req.Grow(128 + len(body))
-	fmt.Fprintf(&req, "%s %s HTTP/1.1\r\nHost: membrane\r\nUser-Agent: membrane\r\nConnection: close\r\n", method, path)
+	var head bytes.Buffer
+	fmt.Fprintf(&head, "%s %s HTTP/1.1\r\nHost: membrane\r\nUser-Agent: membrane\r\nConnection: close\r\n", method, path)
 	if body != nil {
-		fmt.Fprintf(&req, "Content-Type: application/octet-stream\r\nContent-Length: %d\r\n", len(body))
+		fmt.Fprintf(&head, "Content-Type: application/octet-stream\r\nContent-Length: %d\r\n", body.size)
 	}
-	req.WriteString("\r\n")
-	req.Write(body)
-	_, werr := conn.Write(req.Bytes())
+	head.WriteString("\r\n")
+	werr := writeRequest(conn, head.Bytes(), body)
+	var short *shortBodyError
+	if errors.As(werr, &short) {
+		// The server still waits for the rest of the body: no answer
+		// will come.
+		rc.Close()
+		return httpStatus{}, nil, werr
+	}
 	// A server may answer before it has read the whole request (a body
 	// over its limit) and close the connection, failing the write: its
 	// answer says more than the write's error, so it is read either way.
@@ -72,6 +88,73 @@ func roundTrip(ctx context.Context, socket, method, path string, body []byte) (h
 	}
 	return status, rc, nil
 }
+
+// writeRequest sends the head, then the body. A small body goes in the
+// same write; a large one is streamed through a buffer rather than read
+// whole first: a policy file can be megabytes, which a CLI call would
+// otherwise spend milliseconds faulting into memory.
+func writeRequest(conn net.Conn, head []byte, body *requestBody) error {
+	if body == nil {
+		_, err := conn.Write(head)
+		return err
+	}
+	if body.size <= maxInlineBody {
+		buf := append(head, make([]byte, body.size)...)
+		if n, err := io.ReadFull(body.r, buf[len(head):]); err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+				err = nil
+			}
+			return &shortBodyError{sent: int64(n), size: body.size, err: err}
+		}
+		_, err := conn.Write(buf)
+		return err
+	}
+	if _, err := conn.Write(head); err != nil {
+		return err
+	}
+	// Copied by hand rather than with io.Copy, to tell the body's read
+	// errors from the connection's write errors.
+	buf := make([]byte, min(body.size, sendBuffer))
+	var sent int64
+	for sent < body.size {
+		n, rerr := body.r.Read(buf[:min(int64(len(buf)), body.size-sent)])
+		if n > 0 {
+			if _, err := conn.Write(buf[:n]); err != nil {
+				return err
+			}
+			sent += int64(n)
+		}
+		if rerr != nil && sent < body.size {
+			if errors.Is(rerr, io.EOF) {
+				rerr = nil
+			}
+			return &shortBodyError{sent: sent, size: body.size, err: rerr}
+		}
+	}
+	return nil
+}
+
+// shortBodyError: a request's body could not be read to its end.
+type shortBodyError struct {
+	sent, size int64
+	err        error // nil when the body ended early
+}
+
+func (e *shortBodyError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("request body ended after %d of %d bytes (did the file shrink?)", e.sent, e.size)
+	}
+	return fmt.Sprintf("request body, after %d of %d bytes: %v", e.sent, e.size, e.err)
+}
+
+func (e *shortBodyError) Unwrap() error { return e.err }
+
+// maxInlineBody is the largest body sent in one write with its head;
+// sendBuffer is the buffer larger ones go through.
+const (
+	maxInlineBody = 64 << 10
+	sendBuffer    = 256 << 10
+)
 
 // ctxErr prefers the context's error to what its cancellation caused.
 func ctxErr(ctx context.Context, err error) error {

@@ -3,12 +3,17 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -79,7 +84,8 @@ func TestClientReadsWhatNetHTTPServes(t *testing.T) {
 			http.Error(w, fmt.Sprintf("body %d bytes, Content-Length %d: %v", len(b), r.ContentLength, err), http.StatusBadRequest)
 			return
 		}
-		json.NewEncoder(w).Encode(map[string]int{"len": len(b)})
+		sum := sha256.Sum256(b)
+		json.NewEncoder(w).Encode(map[string]any{"len": len(b), "sha256": hex.EncodeToString(sum[:])})
 	})
 	mux.HandleFunc("DELETE /gone", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotFound)
@@ -100,10 +106,38 @@ func TestClientReadsWhatNetHTTPServes(t *testing.T) {
 	if err := c.call(ctx, "GET", "/big", nil, &got); err != nil || got["big"] != big {
 		t.Errorf("chunked answer: %d bytes, %v", len(got["big"]), err)
 	}
-	for _, n := range []int{0, 1, 3 << 20} {
-		var echo map[string]int
-		if err := c.call(ctx, "PUT", "/echo", []byte(strings.Repeat("{", n)), &echo); err != nil || echo["len"] != n {
+	for _, n := range []int{0, 1, maxInlineBody, maxInlineBody + 1, sendBuffer + 7, 3 << 20} {
+		body := make([]byte, n)
+		rand.Read(body)
+		sum := sha256.Sum256(body)
+		want := map[string]any{"len": float64(n), "sha256": hex.EncodeToString(sum[:])}
+		var echo map[string]any
+		if err := c.call(ctx, "PUT", "/echo", bytesBody(body), &echo); err != nil || !reflect.DeepEqual(echo, want) {
 			t.Errorf("PUT of %d bytes: %v, %v", n, echo, err)
+		}
+		// The same as a file, as `membrane policy import FILE` sends it.
+		file := filepath.Join(t.TempDir(), "policy.json")
+		if err := os.WriteFile(file, body, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fb, done, err := policyBody(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo = nil
+		if err := c.call(ctx, "PUT", "/echo", fb, &echo); err != nil || !reflect.DeepEqual(echo, want) {
+			t.Errorf("PUT of a file of %d bytes: %v, %v", n, echo, err)
+		}
+		done()
+	}
+	// A file that ends before the length announced (it shrank after its
+	// size was taken) fails the call, and the server gets no whole body.
+	for _, n := range []int64{2, sendBuffer + 1} {
+		short := bytesBody(make([]byte, n))
+		short.size = 2 * n
+		want := fmt.Sprintf("ended after %d of %d bytes", n, 2*n)
+		if err := c.call(ctx, "PUT", "/echo", short, nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("body of %d bytes shorter than its length: %v", n, err)
 		}
 	}
 	if err := c.call(ctx, "DELETE", "/gone", nil, &rev); err == nil || err.Error() != `not found: no policy rule named "x"` {
@@ -223,7 +257,7 @@ func TestClientReadsAnAnswerSentBeforeTheBodyWasRead(t *testing.T) {
 		io.WriteString(w, "{}")
 	}))
 	for _, size := range []int{2 * limit, 16 * limit} {
-		err := newAPIClient(sock).call(context.Background(), "PUT", "/v1/policy", make([]byte, size), nil)
+		err := newAPIClient(sock).call(context.Background(), "PUT", "/v1/policy", bytesBody(make([]byte, size)), nil)
 		if err == nil || !strings.Contains(err.Error(), "request body too large") {
 			t.Errorf("a %d-byte body against a %d-byte limit: error %v, want the server's answer", size, limit, err)
 		}
