@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/membrane-net/membrane/internal/apiview"
@@ -283,6 +285,8 @@ func runMonitor(ctx context.Context, args []string) error {
 		}
 		path += sep + "type=" + queryEscape(t)
 	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	rc, err := cf.client().do(ctx, "GET", path, nil)
 	if err != nil {
 		return err
