@@ -71,6 +71,9 @@ func mustOpenJournaled(t *testing.T, dir string) (*Store, Restored) {
 	if err != nil {
 		t.Fatalf("Open(%s): %v", dir, err)
 	}
+	// Wait for the store's background files (the next journal) before
+	// the test's directory is removed.
+	t.Cleanup(func() { s.Close() })
 	return s, r
 }
 
