@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -32,6 +33,10 @@ func newAPIClient(socket string) apiClient { return apiClient{socket: socket} }
 // The caller closes it.
 func (c apiClient) do(ctx context.Context, method, path string, body *requestBody) (io.ReadCloser, error) {
 	status, rc, err := roundTrip(ctx, c.socket, method, path, body)
+	var short *shortBodyError
+	if errors.As(err, &short) {
+		return nil, err // the daemon was reached; the body was not sent whole
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reach the daemon (is `membrane daemon` running, and are you root?): %w", err)
 	}
