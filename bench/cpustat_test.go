@@ -78,23 +78,32 @@ func TestClockTicksPerSecondReadsATClkTck(t *testing.T) {
 	}
 }
 
-func TestCPUClockMeasuresBusyTimeAcrossARun(t *testing.T) {
+// busyAcross is the busy time a cpuClock at 100 Hz measures across a run
+// during which /proc/stat goes from before to after.
+func busyAcross(t *testing.T, before, after string) time.Duration {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "stat")
-	if err := os.WriteFile(path, []byte("cpu0 100 0 100 900 0 0 0 0 0 0\ncpu1 50 0 50 900 0 0 0 0 0 0\n"), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(before), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c := cpuClock{path: path, hz: 100}
-	busy, err := c.during(func() error {
-		// 30 ticks of user on cpu0, 20 of softirq on cpu1, 500 idle.
-		return os.WriteFile(path, []byte("cpu0 130 0 100 1150 0 0 0 0 0 0\ncpu1 50 0 50 1150 0 0 20 0 0 0\n"), 0o644)
+	busy, err := cpuClock{path: path, hz: 100}.during(func() error {
+		return os.WriteFile(path, []byte(after), 0o644)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return busy
+}
+
+func TestCPUClockMeasuresBusyTimeAcrossARun(t *testing.T) {
+	// 30 ticks of user on cpu0, 20 of softirq on cpu1, 500 idle.
+	busy := busyAcross(t,
+		"cpu0 100 0 100 900 0 0 0 0 0 0\ncpu1 50 0 50 900 0 0 0 0 0 0\n",
+		"cpu0 130 0 100 1150 0 0 0 0 0 0\ncpu1 50 0 50 1150 0 0 20 0 0 0\n")
 	if busy != 500*time.Millisecond {
 		t.Errorf("busy = %s, want 500ms (50 ticks at 100 Hz)", busy)
 	}
-	_, err = cpuClock{path: filepath.Join(t.TempDir(), "missing"), hz: 100}.busyTicks()
+	_, err := cpuClock{path: filepath.Join(t.TempDir(), "missing"), hz: 100}.busyTicks()
 	if err == nil || !strings.Contains(err.Error(), "busy CPU time") {
 		t.Errorf("missing file: error = %v, want one that says what it was reading", err)
 	}
@@ -153,17 +162,7 @@ func TestCPUClockMeasuresALongUptime(t *testing.T) {
 	// Some 9.2·10⁹ ticks since boot (a large machine busy for weeks): in
 	// nanoseconds, the reading after the run is past what an int64 holds
 	// and the one before it is not.
-	path := filepath.Join(t.TempDir(), "stat")
-	if err := os.WriteFile(path, []byte("cpu0 9223372030 0 0 5 0 0 0 0 0 0\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c := cpuClock{path: path, hz: 100}
-	busy, err := c.during(func() error {
-		return os.WriteFile(path, []byte("cpu0 9223372080 0 0 5 0 0 0 0 0 0\n"), 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	busy := busyAcross(t, "cpu0 9223372030 0 0 5 0 0 0 0 0 0\n", "cpu0 9223372080 0 0 5 0 0 0 0 0 0\n")
 	if busy != 500*time.Millisecond {
 		t.Errorf("busy = %s, want 500ms (50 ticks at 100 Hz)", busy)
 	}

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/membrane-net/membrane/bench/iperf3"
 	"github.com/membrane-net/membrane/bench/netload"
 )
 
@@ -131,34 +130,31 @@ func (h *harness) measureDatapath(ctx context.Context, round int, family, setup,
 	p := h.paths[setup].over(family)
 	id := datapathFamilyID(family, setup, metric)
 	cpuID := datapathFamilyID(family, setup, cpuMetric(metric))
-	switch metric {
-	case metricTCP1, metricTCP2:
-		streams := 1
-		if metric == metricTCP2 {
-			streams = 2
-		}
-		var r iperf3.Result
-		busy, err := h.cpu.during(func() (err error) {
-			r, err = h.loads.iperf(ctx, p, streams)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		h.rec.add(id, "Gbit/s", round, r.ReceivedBitsPerSecond/1e9)
-		return h.addCPU(cpuID, metric, round, busy, float64(r.ReceivedBytes))
-	default:
-		var r netload.Result
-		busy, err := h.cpu.during(func() (err error) {
-			r, err = h.loads.netloadClient(ctx, p, metric)
-			return err
-		})
-		if err != nil {
+	var (
+		record func() // records the load's rate
+		done   float64
+	)
+	busy, err := h.cpu.during(func() error {
+		if metric == metricTCP1 || metric == metricTCP2 {
+			streams := 1
+			if metric == metricTCP2 {
+				streams = 2
+			}
+			r, err := h.loads.iperf(ctx, p, streams)
+			record = func() { h.rec.add(id, "Gbit/s", round, r.ReceivedBitsPerSecond/1e9) }
+			done = float64(r.ReceivedBytes)
 			return err
 		}
-		h.addLoad(round, metric, id, r)
-		return h.addCPU(cpuID, metric, round, busy, float64(r.Count))
+		r, err := h.loads.netloadClient(ctx, p, metric)
+		record = func() { h.addLoad(round, metric, id, r) }
+		done = float64(r.Count)
+		return err
+	})
+	if err != nil {
+		return err
 	}
+	record()
+	return h.addCPU(cpuID, metric, round, busy, done)
 }
 
 // addCPU records busy CPU time per unit of a load's work done (its count:

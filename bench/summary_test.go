@@ -98,11 +98,17 @@ func targetNamed(t *testing.T, run *record.Run, name string) record.Target {
 	return record.Target{}
 }
 
+// datapathAdder returns a function that adds to run a datapath series of
+// the unit, one value per round.
+func datapathAdder(run *record.Run, unit string) func(family, setup, metric string, vs ...float64) {
+	return func(family, setup, metric string, vs ...float64) {
+		run.Series = append(run.Series, series(datapathFamilyID(family, setup, metric), unit, vs...))
+	}
+}
+
 func TestSummarizeJudgesEachFamilyApartAndShowsTheDockerRulesFloor(t *testing.T) {
 	run := &record.Run{Rounds: 3}
-	add := func(family, setup, metric string, vs ...float64) {
-		run.Series = append(run.Series, series(datapathFamilyID(family, setup, metric), "connections/s", vs...))
-	}
+	add := datapathAdder(run, "connections/s")
 	// IPv4: membrane at 0.75 of raw veth, at 0.98 of raw veth with
 	// Docker's rules; IPv6: membrane at 0.97 of raw veth.
 	add(familyIPv4, setupRaw, metricCRR, 8000, 8000, 8000)
@@ -226,9 +232,7 @@ func TestDatapathPlanSaysWhatRanOverEachFamily(t *testing.T) {
 
 func TestSummarizeShowsCPUPerWorkBesideTheRateRatios(t *testing.T) {
 	run := &record.Run{Rounds: 3}
-	add := func(family, setup, metric string, vs ...float64) {
-		run.Series = append(run.Series, series(datapathFamilyID(family, setup, metric), "", vs...))
-	}
+	add := datapathAdder(run, "")
 	add(familyIPv4, setupRaw, metricRR, 40000, 30000, 35000)
 	add(familyIPv4, setupMembrane, metricRR, 36000, 27000, 31500)
 	// CPU per transaction: raw 25 µs, membrane 10% more, whatever the

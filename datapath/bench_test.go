@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 // BenchmarkAttach measures Attach of one endpoint whose links are already
@@ -156,18 +158,7 @@ func BenchmarkPolicyVerdict(b *testing.B) {
 			if _, err := f.d.SyncPolicy(PolicyState{Entries: entries, Enforcement: map[uint32]Enforcement{epA.Identity: {Egress: true}}}); err != nil {
 				b.Fatal(err)
 			}
-			frame, err := tcp(epA.IPv4, epB.IPv4, 40000, 8080).Frame(epA.HostMAC, epA.MAC)
-			if err != nil {
-				b.Fatal(err)
-			}
-			ret, perPacket, err := f.progs.FromContainer.Benchmark(frame, b.N, b.ResetTimer)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if ret != tcActShot {
-				b.Fatalf("program returned %d, want a drop", ret)
-			}
-			b.ReportMetric(float64(perPacket.Nanoseconds()), "ns/packet")
+			benchmarkPackets(b, f.progs.FromContainer, tcp(epA.IPv4, epB.IPv4, 40000, 8080), epA.HostMAC, epA.MAC, tcActShot, "a drop")
 		})
 	}
 }
@@ -237,16 +228,24 @@ func benchmarkEstablishedPacket(b *testing.B, src, dst netip.Addr, reply bool) {
 		b.Fatalf("first packet: verdict %d, %v; want a redirect", ret, err)
 	}
 
-	frame, err = sent.Frame(epA.HostMAC, a.MAC)
+	benchmarkPackets(b, f.progs.FromContainer, sent, epA.HostMAC, a.MAC, tcActRedirect, "a redirect to B")
+}
+
+// benchmarkPackets runs the packet p, framed to dstMAC from srcMAC,
+// through prog b.N times, fails unless prog returns want (what says what
+// that is), and reports the time per packet.
+func benchmarkPackets(b *testing.B, prog *ebpf.Program, p Packet, dstMAC, srcMAC net.HardwareAddr, want uint32, what string) {
+	b.Helper()
+	frame, err := p.Frame(dstMAC, srcMAC)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ret, perPacket, err := f.progs.FromContainer.Benchmark(frame, b.N, b.ResetTimer)
+	ret, perPacket, err := prog.Benchmark(frame, b.N, b.ResetTimer)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if ret != tcActRedirect {
-		b.Fatalf("program returned %d, want a redirect to B", ret)
+	if ret != want {
+		b.Fatalf("program returned %d, want %s", ret, what)
 	}
 	b.ReportMetric(float64(perPacket.Nanoseconds()), "ns/packet")
 }
